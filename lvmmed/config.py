@@ -53,7 +53,7 @@ def _valid_keys_hint(schema_node: DictConfig, full_key: str) -> str:
             break
     if not isinstance(node, DictConfig):
         return ""
-    keys = sorted(str(k) for k in node.keys())
+    keys = sorted(str(k) for k in node)
     close = difflib.get_close_matches(parts[-1], keys, n=1)
     hint = f" Did you mean '{'.'.join([*parts[:-1], close[0]])}'?" if close else ""
     return f"{hint} Valid keys here: {', '.join(keys)}."

@@ -41,7 +41,9 @@ class Source:
         """Returns the source's data folder or raises :class:`MissingSampleError`."""
         root = _SOURCE_ROOTS[self.name]()
         if root is None or not root.is_dir():
-            raise MissingSampleError(f"Bundled data source '{self.name}' is not installed. Provide it with: {self.install}")
+            raise MissingSampleError(
+                f"Bundled data source '{self.name}' is not installed. Provide it with: {self.install}"
+            )
         return root
 
 
@@ -170,7 +172,7 @@ def main() -> None:
     for src in SOURCES.values():
         status = "ok" if source_available(src.name) else f"MISSING  -> {src.install}"
         print(f"[{src.name}] {status}")
-        for name, (s, rel, desc) in SAMPLES.items():
+        for name, (s, _rel, desc) in SAMPLES.items():
             if s == src.name:
                 mark = "+" if is_available(name) else "-"
                 print(f"   {mark} {name:24s} {desc}")

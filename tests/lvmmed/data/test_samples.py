@@ -34,7 +34,7 @@ def test_missing_source_names_package_and_install_command(monkeypatch):
 
 def test_missing_file_inside_installed_source(monkeypatch, tmp_path):
     monkeypatch.setitem(samples._SOURCE_ROOTS, "nibabel", lambda: tmp_path)
-    with pytest.raises(samples.MissingSampleError, match="anatomical.nii"):
+    with pytest.raises(samples.MissingSampleError, match=r"anatomical\.nii"):
         samples.path("t1_anatomical")
 
 

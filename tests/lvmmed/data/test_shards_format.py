@@ -23,7 +23,7 @@ def test_npy_round_trip_without_pickle():
 
 
 def test_decode_sample_requires_image_and_meta():
-    with pytest.raises(shards.ShardFormatError, match="lacks image.npy"):
+    with pytest.raises(shards.ShardFormatError, match=r"lacks image\.npy"):
         shards.decode_sample({"__key__": "k", "meta.json": b"{}"})
     raw = {"__key__": "k", "image.npy": shards.encode_npy(np.ones((2, 2), np.float16)), "meta.json": b'{"label": 1}'}
     out = shards.decode_sample(raw)
