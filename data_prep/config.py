@@ -1,0 +1,143 @@
+"""Typed configuration of one conversion run (``lvmmed.config``: YAML in ``configs/data_prep/`` + ``key=value``).
+
+The resolved config is saved inside ``manifest.json`` (key ``config``) so every shard set records exactly how it
+was made. Choices that LVM-Med (Nguyen et al., NeurIPS 2023, arXiv 2306.11925) leaves open are fields here:
+the CT window, the percentile range for MR/US/X-ray, slicing axes and stride, the output size, the split fractions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORMATS = ("dicom", "nifti", "images")
+CHANNEL_MODES = ("keep", "grey", "rgb")
+SPLIT_METHODS = ("rank", "threshold")
+SPLIT_UNITS = ("patient", "slab")
+LAYOUTS = ("auto", "classes", "pairs", "flat")
+PATIENT_FROM = ("stem", "parent", "labels")
+START_METHODS = ("auto", "fork", "spawn", "forkserver")
+
+
+@dataclass
+class ConvertConfig:
+    """How a collection becomes a shard set.
+
+    Attributes:
+        name: Dataset name written to ``meta.json`` and the manifest (default: the catalog name or source folder).
+        format: Reader family: ``dicom`` (files, series, DICOMDIR, SEG), ``nifti`` (volumes + optional label maps)
+            or ``images`` (2-D folders, optional class folders / labels CSV).
+        modality: Modality code forced on every sample ("" = read it from the header, else "OT").
+        organ: Free-text organ for ``meta.json``.
+        center: Source grouping for multi-centre protocols ("" = the dataset name).
+        image_size: Output side in pixels (square, aspect not kept: LVM-Med resizes to 224/1024); 0 keeps the size.
+        axes: Slicing axes of 3-D volumes after RAS reorientation (2 = axial, as LVM-Med's 2-D pretraining).
+        slice_step: Keep every n-th slice along each axis.
+        skip_empty: Drop slices whose foreground fraction is below ``empty_fraction``.
+        empty_fraction: Minimum fraction of pixels above 5% of the slice range for a slice to count as non-empty.
+        frame_step: Keep every n-th frame of cine / multi-frame DICOM.
+        max_frames: At most this many frames per multi-frame object (0 = all).
+        ct_window: CT window preset name (see ``lvmmed.data`` intensity presets) or "" for the reader default.
+        percentiles: Low/high percentiles that map to [0, 1] for MR, US, X-ray, NM and colour photos.
+        channels: ``keep`` (grey stays HxW, colour stays HxWx3), ``grey`` (colour → BT.601 luma) or ``rgb``.
+        split_fractions: train/val/test fractions of split groups (patients by default).
+        split_unit: What a split group is: ``patient`` (default), or ``slab`` (contiguous slices of a single-subject
+            template, ``slab_thickness`` slices per slab along each axis; held-out slabs are spatially disjoint
+            along one axis but intersect slices of the other axes, so that split measures unseen positions of the
+            same brain, not unseen subjects).
+        slab_thickness: Slices per slab when ``split_unit`` is ``slab``.
+        split_method: ``rank`` sorts the salted group hashes and cuts at the fractions (every split non-empty once
+            there are 3 groups; needs the group list up front, which the planner has); ``threshold`` maps each hash
+            to [0, 1) and cuts there (stable when the collection grows).
+        salt_file: File holding the de-identification salt ("" = ``LVMMED_DEID_SALT`` or the default salt file).
+        dedupe: Skip DICOM instances whose SOPInstanceUID was already converted (same pixels, other encoding).
+        shard_maxcount: Samples per shard.
+        shard_maxsize: Bytes per shard (soft limit, as ``webdataset.ShardWriter``).
+        workers: Worker processes (0 or 1 = in-process).
+        start_method: ``auto`` (= ``fork`` where available: cheapest start; the workers never run torch ops),
+            ``fork``, ``spawn`` or ``forkserver`` (workers fork from a clean server that preloads the converters;
+            use it when embedding data_prep in a process that runs torch).
+        max_failure_fraction: The run exits non-zero when more than this fraction of inputs failed.
+        labels: CSV of image-level labels (columns ``labels_file_column``, ``labels_label_column`` and optionally
+            ``patient``); "" = class folder names (images) or none. Relative paths are taken under ``--src``.
+        labels_file_column: CSV column with the file name (matched with or without extension).
+        labels_label_column: CSV column with the class (names are indexed in sorted order).
+        label_pattern: Label map of a NIfTI image, relative to the image's folder, with ``{stem}`` = image name
+            without ``.nii``/``.nii.gz`` (e.g. ``../labelsTr/{stem}.nii.gz``); "" = no label maps.
+        image_glob: Glob of the input images under ``--src`` ("" = every file of the format).
+        exclude_glob: Files matching this glob are not images (e.g. ``*_seg.nii.gz``); label maps found through
+            ``label_pattern`` are excluded automatically.
+        layout: 2-D folders: ``auto``, ``classes`` (class = sub-folder path), ``pairs`` (images/ + masks/) or
+            ``flat`` (all files, labels from ``labels``).
+        patient_from: Split unit for NIfTI and 2-D files without identifiers: ``stem`` (one patient per file),
+            ``parent`` (the containing folder) or ``labels`` (the CSV ``patient`` column).
+        force: Read DICOM files without a preamble (``pydicom.dcmread(force=True)``).
+        mixed_geometry: A DICOM series mixing orientations/shapes is converted as 2-D slices (``slices``, with a
+            warning) or reported as a failure (``error``).
+        mask_labels: Names of the mask values (index = value) when the source does not define them.
+    """
+
+    name: str = ""
+    format: str = "nifti"
+    modality: str = ""
+    organ: str = ""
+    center: str = ""
+    image_size: int = 224
+    axes: list[int] = field(default_factory=lambda: [2])
+    slice_step: int = 1
+    skip_empty: bool = True
+    empty_fraction: float = 0.02
+    frame_step: int = 1
+    max_frames: int = 0
+    ct_window: str = ""
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    channels: str = "keep"
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_unit: str = "patient"
+    slab_thickness: int = 16
+    split_method: str = "rank"
+    salt_file: str = ""
+    dedupe: bool = True
+    shard_maxcount: int = 1000
+    shard_maxsize: float = 256e6
+    workers: int = 2
+    start_method: str = "auto"
+    max_failure_fraction: float = 0.1
+    labels: str = ""
+    labels_file_column: str = "file"
+    labels_label_column: str = "label"
+    label_pattern: str = ""
+    image_glob: str = ""
+    exclude_glob: str = ""
+    layout: str = "auto"
+    patient_from: str = "stem"
+    force: bool = False
+    mixed_geometry: str = "slices"
+    mask_labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.channels not in CHANNEL_MODES:
+            raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
+        if self.split_method not in SPLIT_METHODS:
+            raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {self.split_method!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.patient_from not in PATIENT_FROM:
+            raise ValueError(f"patient_from must be one of {PATIENT_FROM}, got {self.patient_from!r}")
+        if self.mixed_geometry not in ("slices", "error"):
+            raise ValueError(f"mixed_geometry must be 'slices' or 'error', got {self.mixed_geometry!r}")
+        if self.start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, got {self.start_method!r}")
+        if self.split_unit not in SPLIT_UNITS:
+            raise ValueError(f"split_unit must be one of {SPLIT_UNITS}, got {self.split_unit!r}")
+        if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
+            raise ValueError(f"split_fractions must be 3 non-negative numbers, got {list(self.split_fractions)}")
+        if any(a not in (0, 1, 2) for a in self.axes) or not self.axes:
+            raise ValueError(f"axes must be a non-empty subset of [0, 1, 2], got {list(self.axes)}")
+        if len(self.percentiles) != 2 or not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise ValueError(f"percentiles must be [low, high] within 0..100, got {list(self.percentiles)}")
+        if self.slice_step < 1 or self.frame_step < 1 or self.shard_maxcount < 1 or self.image_size < 0:
+            raise ValueError("slice_step, frame_step and shard_maxcount must be >= 1 and image_size >= 0")
+        if not 0 <= self.max_failure_fraction <= 1:
+            raise ValueError(f"max_failure_fraction must be in [0, 1], got {self.max_failure_fraction}")

@@ -1,0 +1,199 @@
+"""``convert``: any collection (``--format``) or a catalog entry (``NAME``) → one shard set.
+
+Steps: resolve the typed :class:`~data_prep.config.ConvertConfig` (catalog defaults < ``--config`` YAML <
+``key=value``), extract an archive ``--src`` safely, check a catalog entry's expected layout, plan the tasks
+(:mod:`data_prep.plan_dicom`, :mod:`data_prep.plan_files`), run them (:func:`data_prep.engine.run_tasks`), and
+decide the exit status from the failure fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from lvmmed.config import ConfigError, load_config, to_dict
+
+from .config import ConvertConfig
+from .engine import RunResult, run_tasks
+from .safety import extract_archive, is_archive
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(
+    entry_overrides: dict[str, Any] | None = None, yaml_path: Path | None = None, overrides: list[str] | None = None
+) -> ConvertConfig:
+    """Defaults < catalog entry < YAML < ``key=value`` (unknown keys and bad values are :class:`ConfigError`)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    items = [f"{k}={_yaml_value(v)}" for k, v in (entry_overrides or {}).items()]
+    if yaml_path is not None:
+        if not Path(yaml_path).is_file():
+            raise ConfigError(f"Config file not found: {yaml_path}")
+        loaded = OmegaConf.load(yaml_path)
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{yaml_path} must hold a mapping of ConvertConfig keys")
+        items += [f"{k}={_yaml_value(v)}" for k, v in OmegaConf.to_container(loaded).items()]
+    return load_config(ConvertConfig, None, [*items, *(overrides or [])])
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'" if value else "''"
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def prepare_source(src: Path, out: Path) -> tuple[Path, Path | None]:
+    """Returns ``(folder to read, extraction root to delete afterwards or None)``.
+
+    An archive ``src`` is extracted safely next to ``out``; when it holds a single top-level folder (the usual
+    packaging), that folder is the one read.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise FileNotFoundError(f"--src {src} does not exist")
+    if not is_archive(src):
+        return src, None
+    dest = out.parent / f".{out.name}.src"
+    log.info("extracting %s into %s", src, dest)
+    extract_archive(src, dest)
+    entries = [p for p in dest.iterdir() if not p.name.startswith(".")]
+    return (entries[0] if len(entries) == 1 and entries[0].is_dir() else dest), dest
+
+
+def convert(
+    src: str | Path,
+    out: str | Path,
+    cfg: ConvertConfig,
+    source: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    catalog_name: str | None = None,
+) -> RunResult:
+    """Converts one collection with a resolved config.
+
+    Args:
+        src: Folder, single file, or archive.
+        out: Output shard directory.
+        cfg: Resolved config (``cfg.name`` defaults to the source folder name).
+        source: Free-text source description for the manifest (default: catalog entry or format).
+        overwrite: Replace a previous different run in ``out``.
+        progress: tqdm bar.
+        catalog_name: Catalog entry name (its layout is checked before anything is read).
+
+    Raises:
+        LayoutError: A catalog entry's expected files are missing (message shows the expected layout).
+        ValueError / FileNotFoundError: Unreadable archive or missing ``src``.
+    """
+    out = Path(out)
+    folder, extracted = prepare_source(Path(src), out)
+    try:
+        return _convert_folder(folder, Path(src), out, cfg, source, overwrite, progress, catalog_name)
+    finally:
+        if extracted is not None:  # an extracted archive: re-extracted on a re-run, never kept
+            shutil.rmtree(extracted, ignore_errors=True)
+
+
+def _convert_folder(
+    folder: Path,
+    src: Path,
+    out: Path,
+    cfg: ConvertConfig,
+    source: str | None,
+    overwrite: bool,
+    progress: bool,
+    catalog_name: str | None,
+) -> RunResult:
+    from .catalog import check_layout, get_entry
+    from .plan_dicom import plan_dicom
+    from .plan_files import plan_images, plan_nifti, read_labels_csv
+
+    entry = get_entry(catalog_name) if catalog_name else None
+    if entry is not None:
+        check_layout(entry, folder)
+    cfg_dict = to_dict(cfg)
+    cfg_dict["name"] = cfg.name or (entry.name if entry else Path(src).name.split(".")[0])
+    if cfg.labels:  # the manifest keeps the file name only: folder names may identify people
+        cfg_dict["labels"] = Path(cfg.labels).name
+    labels = None
+    if cfg.labels:
+        labels_path = Path(cfg.labels) if Path(cfg.labels).is_absolute() else folder / cfg.labels
+        if not labels_path.is_file() and Path(cfg.labels).is_file():
+            labels_path = Path(cfg.labels)
+        labels = read_labels_csv(labels_path, cfg_dict)
+    planner = {"dicom": plan_dicom, "nifti": plan_nifti, "images": plan_images}[cfg.format]
+    tasks, plan_failures, info = planner(folder, cfg_dict, labels)
+    if not tasks:
+        hint = f" (expected layout: {entry.layout})" if entry else ""
+        raise FileNotFoundError(f"no {cfg.format} inputs found under {src}{hint}; planning notes: {plan_failures[:3]}")
+    description = source or (f"{entry.name}: {entry.homepage} ({entry.licence})" if entry else f"{cfg.format} folder")
+    result = run_tasks(
+        tasks, cfg_dict, out, name=cfg_dict["name"], source=description, modality=info["modality"],
+        label_names=info.get("label_names"), mask_labels=info.get("mask_labels"), workers=cfg.workers,
+        overwrite=overwrite, progress=progress,
+    )  # fmt: skip
+    if plan_failures and not result.already_complete:
+        from .manifest import write_failures, write_manifest
+
+        result.failures = plan_failures + result.failures
+        result.n_tasks += sum(1 for f in plan_failures if f["kind"] == "error")
+        write_failures(out, result.failures)
+        result.manifest["failures"] = len(result.errors)
+        result.manifest["skipped"] = len(result.failures) - len(result.errors)
+        write_manifest(out, result.manifest)
+    return result
+
+
+def convert_cli(args: argparse.Namespace) -> int:
+    """``python -m data_prep convert ...``; returns the exit status."""
+    from .catalog import get_entry
+
+    entry = get_entry(args.name) if args.name else None
+    if entry is None and args.format is None:
+        raise ConfigError("give a catalog NAME (see `python -m data_prep list`) or --format {dicom,nifti,images}")
+    entry_overrides = dict(entry.config) if entry else {}
+    if args.format:
+        entry_overrides["format"] = args.format
+    overrides = list(args.overrides)
+    if args.labels:
+        overrides.append(f"labels={_yaml_value(str(Path(args.labels).resolve()))}")
+    if args.dataset_name:
+        overrides.append(f"name={_yaml_value(args.dataset_name)}")
+    if args.workers is not None:
+        overrides.append(f"workers={args.workers}")
+    cfg = resolve_config(entry_overrides, args.config, overrides)
+    result = convert(args.src, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet, catalog_name=args.name)
+    return report(result, cfg.max_failure_fraction)
+
+
+def report(result: RunResult, max_failure_fraction: float) -> int:
+    """Prints a one-screen summary; returns 1 when failures exceed the allowed fraction or nothing was written."""
+    counts = result.manifest["counts"]
+    state = "already complete" if result.already_complete else f"{result.seconds:.1f} s"
+    print(
+        f"{result.manifest['name']}: {counts['total']} samples (train {counts['train']}, val {counts['val']}, "
+        f"test {counts['test']}) in {len(result.manifest['shards'])} shards -> {result.root} [{state}]"
+    )
+    if result.resumed:
+        print(f"resumed: kept {result.resumed} samples from completed shards")
+    if result.failures:
+        print(f"{len(result.errors)} failed and {len(result.failures) - len(result.errors)} skipped inputs "
+              f"(details: {result.root / 'failures.json'})")  # fmt: skip
+        for f in result.failures[:5]:
+            print(f"  [{f['kind']}] {f['file']}: {f['reason'][:200]}")
+    if counts["total"] == 0:
+        print("error: no samples were written", file=sys.stderr)
+        return 1
+    if result.failure_fraction > max_failure_fraction:
+        print(f"error: {result.failure_fraction:.1%} of inputs failed (> max_failure_fraction "
+              f"{max_failure_fraction:.1%})", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0

@@ -1,0 +1,219 @@
+"""The conversion engine: a process pool over input tasks, ordered atomic writing, failure report, manifest.
+
+A :class:`Task` is one input unit (a DICOM file or series, a NIfTI volume, a 2-D image, a bundled template). Its
+``processor`` names a function ``"module:function"`` that returns encoded samples; it runs in a worker process
+(``multiprocessing.Pool.imap``, ordered, so shards are deterministic and resumable). A failing task is recorded in
+``failures.json`` with its relative path and reason and the run goes on; the caller decides the exit status from
+:attr:`RunResult.failure_fraction`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvmmed.data.shards import MANIFEST_NAME
+
+from .manifest import build_manifest, write_failures, write_manifest
+from .splits import assign_splits
+from .writer import EncodedSample, ShardSetWriter, read_journal
+
+
+class SkipInput(Exception):
+    """Raised by a processor for an input that is valid but not convertible (no pixels, duplicate, SEG only)."""
+
+
+@dataclass
+class Task:
+    """One unit of work for a processor.
+
+    Attributes:
+        index: Position in the sorted input list (``source_index`` in ``meta.json``).
+        processor: ``"module:function"`` called as ``fn(task, cfg) -> list[EncodedSample]``.
+        display: Path relative to the source root, for failure reports only (never written to shards).
+        paths: Absolute input paths.
+        groups: Split units this task may emit (salted hashes or slab ids).
+        params: Processor-specific JSON-safe parameters (labels, modality hints, pseudonyms...).
+        splits: ``{group: split}``, filled in by :func:`run_tasks`.
+    """
+
+    index: int
+    processor: str
+    display: str
+    paths: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What a conversion produced."""
+
+    root: Path
+    manifest: dict[str, Any]
+    failures: list[dict[str, str]]
+    n_tasks: int
+    written: int
+    resumed: int
+    seconds: float
+    already_complete: bool = False
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        return [f for f in self.failures if f.get("kind") == "error"]
+
+    @property
+    def failure_fraction(self) -> float:
+        return len(self.errors) / max(self.n_tasks, 1)
+
+
+def _resolve(processor: str) -> Callable[[Task, dict[str, Any]], list[EncodedSample]]:
+    module, _, name = processor.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _run_one(args: tuple[Task, dict[str, Any]]) -> tuple[int, list[EncodedSample], list[dict[str, str]]]:
+    """Worker entry: never raises; returns ``(index, samples, failures)``.
+
+    A processor returns a sample list, or ``(samples, failures)`` when some of its files failed (e.g. one corrupt
+    slice of a series) while the rest converted.
+    """
+    task, cfg = args
+    try:
+        result = _resolve(task.processor)(task, cfg)
+        if isinstance(result, tuple):
+            return task.index, result[0], list(result[1])
+        return task.index, result, []
+    except SkipInput as err:
+        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": str(err)}]
+    except Exception as err:  # one bad file must not stop the run
+        reason = f"{type(err).__name__}: {err}"
+        if not str(err):
+            reason += " | " + traceback.format_exc(limit=2).replace("\n", " ")
+        return task.index, [], [{"file": task.display, "kind": "error", "reason": reason}]
+
+
+def _worker_init() -> None:
+    """Single-threaded workers (the pool is the parallelism); decoder tracebacks go to failures.json, not stderr."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
+def _results(tasks: list[Task], cfg: dict[str, Any], workers: int, start_method: str = "auto") -> Iterator[tuple]:
+    args = [(t, cfg) for t in tasks]
+    if workers <= 1 or len(tasks) <= 1:
+        for a in args:
+            yield _run_one(a)
+        return
+    # auto = fork (cheapest start; the workers never run torch ops, whose OpenMP pool is not fork-safe once used),
+    # spawn where fork does not exist. forkserver/spawn are available for embedding in torch-heavy processes.
+    method = start_method if start_method != "auto" else ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload(sorted({"data_prep.engine", *(t.processor.split(":")[0] for t in tasks)}))
+    with ctx.Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
+        yield from pool.imap(_run_one, args, chunksize=1)
+
+
+_NOT_IN_FINGERPRINT = ("workers", "max_failure_fraction", "start_method")  # do not change the shards
+
+
+def fingerprint(cfg: dict[str, Any], tasks: list[Task], extra: Any = None) -> str:
+    """Hash of the config, the task list and the input sizes: equal fingerprints make a run resumable."""
+    output_cfg = {k: v for k, v in cfg.items() if k not in _NOT_IN_FINGERPRINT}
+    digest = hashlib.sha256(json.dumps(output_cfg, sort_keys=True, default=str).encode())
+    for t in tasks:
+        sizes = [Path(p).stat().st_size if Path(p).is_file() else -1 for p in t.paths]
+        digest.update(json.dumps([t.index, t.processor, t.display, t.params, t.splits, sizes], default=str).encode())
+    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def run_tasks(
+    tasks: list[Task],
+    cfg: dict[str, Any],
+    out: str | Path,
+    *,
+    name: str,
+    source: str,
+    modality: str | list[str],
+    label_names: list[str] | None = None,
+    mask_labels: list[str] | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_manifest: dict[str, Any] | None = None,
+) -> RunResult:
+    """Converts ``tasks`` into a shard set at ``out``.
+
+    Args:
+        tasks: Planned inputs (sorted; ``groups`` set).
+        cfg: Resolved config as a plain dict (``shard_maxcount``, ``shard_maxsize``, ``split_fractions``,
+            ``split_method`` are read here; the whole dict is passed to processors and saved in the manifest).
+        out: Output directory.
+        name, source, modality, label_names, mask_labels: Manifest fields.
+        workers: Worker processes (<= 1: in-process).
+        overwrite: Discard a previous (different) run in ``out`` instead of resuming / refusing.
+        progress: Show a tqdm bar on stderr.
+        extra_manifest: Extra manifest keys (notes, caveats).
+
+    Returns:
+        A :class:`RunResult`; the manifest is written even when some inputs failed.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    out = Path(out)
+    split_of = assign_splits([g for t in tasks for g in t.groups], cfg["split_fractions"], cfg["split_method"])
+    for t in tasks:
+        t.splits = {g: split_of[g] for g in t.groups}
+    fp = fingerprint(cfg, tasks, [name, source, modality, label_names, mask_labels])
+    manifest_file = out / MANIFEST_NAME
+    journal = read_journal(out) if out.is_dir() else None
+    if not overwrite and manifest_file.is_file() and journal and journal.get("fingerprint") == fp:
+        manifest = json.loads(manifest_file.read_text())
+        if manifest.get("fingerprint") == fp:
+            failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").is_file() else []
+            return RunResult(out, manifest, failures, len(tasks), 0, manifest["counts"]["total"], 0.0, True)
+    if manifest_file.is_file():
+        manifest_file.unlink()  # the set is incomplete again until this run writes a new manifest
+    writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
+    failures: list[dict[str, str]] = []
+    bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
+    try:
+        for _index, samples, task_failures in _results(tasks, cfg, workers, cfg.get("start_method", "auto")):
+            failures.extend(task_failures)
+            for sample in samples:
+                writer.write(sample)
+            bar.update(1)
+    except BaseException:  # interrupted / crashed: keep completed shards for resume, never finish partial ones
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    shards = writer.close()
+    write_failures(out, failures)
+    n_errors = sum(1 for f in failures if f["kind"] == "error")
+    extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, **(extra_manifest or {})}
+    manifest = build_manifest(
+        name, shards, cfg, source, modality, label_names, mask_labels, failures=n_errors, extra=extra
+    )
+    write_manifest(out, manifest)
+    written = sum(writer.written.values())
+    return RunResult(out, manifest, failures, len(tasks), written, writer.resumed, time.perf_counter() - start)
+
+
+def task_dict(task: Task) -> dict[str, Any]:
+    """JSON-safe view of a task (debugging; contains local paths, never write it into a shard set)."""
+    return asdict(task)
