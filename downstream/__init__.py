@@ -1,0 +1,1 @@
+"""Downstream transfer evaluation: methods registry, tasks, splits, metrics and the run entry point."""
