@@ -1,0 +1,125 @@
+"""Black-box differentiation of a combinatorial graph-matching solver (Vlastelica et al., ICLR 2020).
+
+"Differentiation of Blackbox Combinatorial Solvers" (Vlastelica, Paulus, Musil, Martius, Rolínek; arXiv:1912.02175)
+defines, for a solver ``y(w) = argmin_y ⟨w, y⟩``, the gradient of the piecewise-linear interpolation of the loss:
+``w' = w + λ·∂L/∂y``, ``∇_w L ≈ −(y(w) − y(w'))/λ``. BB-GM (Rolínek et al., ECCV 2020) applies it to graph matching
+with unary costs and quadratic (edge) costs. LVM-Med (Nguyen et al., NeurIPS 2023) back-propagates through its
+GM solver "with modern gradient-estimation techniques"; which one is not stated, so we use this one.
+
+Our solver *maximises* ``f(X) = ⟨Cv, X⟩ + ⟨Ce, Ye(X)⟩`` with ``Ye[p,q] = X[i,a]·X[j,b]``, so with ``c = −w``:
+
+* forward: ``X̂ = solve(Cv, Ce)``;
+* backward: ``Cv' = Cv − λ·∂L/∂X̂`` (Ce is unchanged because the loss depends on X̂ only), ``X̂' = solve(Cv', Ce)``;
+  ``∂L/∂Cv = (X̂ − X̂')/λ`` and ``∂L/∂Ce = (Ŷe − Ŷe')/λ``.
+
+Choices the papers leave open:
+
+* ``normalize_perturbation`` (default on): λ is applied to ``∂L/∂X̂ / max|∂L/∂X̂|``, i.e. λ is the largest
+  per-entry change of Cv in affinity units, independent of the batch size and of the loss reduction; the gradient
+  is rescaled back, so this equals the plain rule with ``λ_eff = λ / max|∂L/∂X̂|``.
+* Ce is never materialised: it is ``F1·F2ᵀ`` (see ``qap.py``), ``∂L/∂Ce`` is kept sparse (at most 2·|E1| non-zeros)
+  and pushed through the product inside the backward pass (``∂L/∂F1 = G·F2``, ``∂L/∂F2 = Gᵀ·F1``). For a dense
+  Ce pass ``F1 = Ce, F2 = I`` and the gradient w.r.t. F1 is exactly ``(Ŷe − Ŷe')/λ``.
+* The solver runs in fp32 on detached inputs; gradients are returned in the input dtypes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lvmmed.matching.qap import QAP
+from lvmmed.matching.solvers import SolverSpec, solve
+
+
+def _edge_gradient(qap: QAP, perm: Tensor, sign: float, grad_f1: Tensor, grad_f2: Tensor, scale: float) -> None:
+    """Adds ``sign·scale·Ŷe(perm)`` pushed through ``Ce = F1 F2ᵀ`` to the factor gradients (in place)."""
+    p, q = qap.edge_matches(perm)
+    if p.numel() == 0:
+        return
+    grad_f1.index_add_(0, p, qap.f2[q], alpha=sign * scale)
+    grad_f2.index_add_(0, q, qap.f1[p], alpha=sign * scale)
+
+
+class BlackBoxMatching(torch.autograd.Function):
+    """``X̂ = BlackBoxMatching.apply(cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)``.
+
+    Args (of ``apply``):
+        cv: (N, N) node affinity (differentiable).
+        f1, f2: edge factors, ``Ce = f1 @ f2.T`` (differentiable).
+        nbr1, nbr2: (N, k) neighbour tables of the two graphs (structure; not differentiated).
+        spec: the ``SolverSpec`` to use in both passes.
+        lambda_val: interpolation strength λ > 0.
+        normalize: whether λ is relative to ``max|∂L/∂X̂|`` (see module docstring).
+        stats: a dict that receives ``objective``, ``solver_iters`` (forward) and ``backward_changed`` (backward).
+
+    Returns:
+        The (N, N) 0/1 permutation matrix X̂ in ``cv``'s dtype.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        cv: Tensor,
+        f1: Tensor,
+        f2: Tensor,
+        nbr1: Tensor,
+        nbr2: Tensor,
+        spec: SolverSpec,
+        lambda_val: float,
+        normalize: bool,
+        stats: dict[str, float],
+    ) -> Tensor:
+        if lambda_val <= 0:
+            raise ValueError(f"lambda_val must be > 0, got {lambda_val}")
+        qap = QAP(cv, f1, f2, nbr1, nbr2)
+        matching = solve(qap, spec)
+        stats["objective"] = matching.objective
+        stats["solver_iters"] = float(matching.iterations)
+        ctx.qap, ctx.perm, ctx.spec = qap, matching.perm, spec
+        ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
+        ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
+        return matching.matrix(dtype=cv.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_x: Tensor) -> tuple[Tensor | None, ...]:
+        qap: QAP = ctx.qap
+        g = grad_x.detach().float()
+        grad_cv = torch.zeros_like(qap.cv)
+        grad_f1 = torch.zeros_like(qap.f1)
+        grad_f2 = torch.zeros_like(qap.f2)
+        g_max = float(g.abs().max()) if g.numel() else 0.0
+        changed = 0.0
+        if g_max > 0 and torch.isfinite(g).all():
+            g_scale = g_max if ctx.normalize else 1.0
+            perturbed = solve(qap.with_cv(qap.cv - ctx.lambda_val * g / g_scale), ctx.spec).perm
+            scale = g_scale / ctx.lambda_val
+            n = qap.n
+            rows = torch.arange(n, device=grad_cv.device)
+            grad_cv[rows, ctx.perm] += scale
+            grad_cv[rows, perturbed] -= scale
+            _edge_gradient(qap, ctx.perm, 1.0, grad_f1, grad_f2, scale)
+            _edge_gradient(qap, perturbed, -1.0, grad_f1, grad_f2, scale)
+            changed = float((perturbed != ctx.perm).float().mean())
+        ctx.stats["backward_changed"] = changed
+        dt_cv, dt_f1, dt_f2 = ctx.dtypes
+        return grad_cv.to(dt_cv), grad_f1.to(dt_f1), grad_f2.to(dt_f2), None, None, None, None, None, None
+
+
+def blackbox_match(
+    cv: Tensor,
+    f1: Tensor,
+    f2: Tensor,
+    nbr1: Tensor,
+    nbr2: Tensor,
+    spec: SolverSpec | None = None,
+    lambda_val: float = 1.0,
+    normalize: bool = True,
+    stats: dict[str, float] | None = None,
+) -> Tensor:
+    """Functional form of ``BlackBoxMatching`` (see its docstring)."""
+    return BlackBoxMatching.apply(
+        cv, f1, f2, nbr1, nbr2, spec or SolverSpec(), lambda_val, normalize, {} if stats is None else stats
+    )
