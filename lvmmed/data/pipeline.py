@@ -1,0 +1,388 @@
+"""Streaming two-view training data from lvmmed shard sets (WebDataset), resumable exactly.
+
+Stages per rank and DataLoader worker (webdataset building blocks)::
+
+    ResampledShards(urls of set i, seeded)  ->  tarfile_to_samples  ->  shuffle(buffer, seeded rng)   (one per set)
+      -> weighted mix of the sets (seeded)  ->  [skip to resume position]  ->  decode npy/json (no pickle)
+      -> two augmented views (torch RNG seeded per sample)  ->  batches
+
+* **Resampled, split by node and worker.** Shards are drawn with replacement (``resampled=True`` semantics). When
+  a set has at least ``world_size * num_workers`` shards each (rank, worker) resamples from its own disjoint part
+  (``split_by_node``/``split_by_worker``); otherwise all resample from every shard with distinct seeds.
+  ``webdataset.WebDataset(resampled=True)`` is not used because its shard resampler cannot be seeded.
+* **Epochs sized from the manifest** (``with_epoch`` semantics): an epoch is ``ceil(N / (world * workers *
+  batch))`` batches per worker, where ``N`` is the manifests' sample count of the selected splits. Every rank yields
+  the same number of batches, so DDP never waits on a short rank. The stream itself is endless; each epoch
+  re-seeds it.
+* **Exact resume.** Everything random is a function of ``(seed, epoch, rank, worker, sample index)``: shard
+  draws, the shuffle buffer, the mixing and, per sample, the torch RNG of the augmentations. Every batch carries
+  its worker, epoch and stream index, so :class:`StreamPosition` knows exactly where each worker stands. On resume
+  a worker fast-forwards through *undecoded* raw samples (no decoding or augmentation) and the DataLoader's
+  round-robin is rotated so the next batch comes from the right worker. Exact for any ``num_workers`` as long as
+  it equals the value of the interrupted run (enforced).
+* **Bad samples.** A :class:`SkipCounter` handler (webdataset ``warn_and_continue`` style) logs and counts
+  unreadable tars and undecodable samples, and raises :class:`DataQualityError` once more than
+  ``max_skip_fraction`` of the samples seen (and at least ``min_skips_to_fail``) were skipped.
+* **Only the ``train`` split is read by default** (``splits``): val/test stay held out for downstream evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from lvmmed.data.augment import AugmentConfig, TwoViewTransform
+from lvmmed.data.channels import to_chw
+from lvmmed.data.shards import MANIFEST_NAME, ShardFormatError, decode_sample, load_manifest
+
+log = logging.getLogger(__name__)
+
+
+class DataQualityError(RuntimeError):
+    """Too many samples were unreadable; the message names the last failures."""
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from and how they are streamed.
+
+    Attributes:
+        shards: Shard-set directories (each with ``manifest.json``), or parent directories holding several.
+        weights: Mixing weight per shard set (after expansion). Empty: see ``mixing``.
+        mixing: Default weights when ``weights`` is empty: ``size`` (proportional to sample counts, as if the
+            sets were concatenated) or ``equal`` (each set equally often).
+        splits: Splits read for pretraining. Default ``[train]`` keeps val/test held out.
+        batch_size: Images per process per micro-batch.
+        num_workers: DataLoader workers per process (0 = in the main process).
+        shuffle_buffer, shuffle_initial: Sample shuffle buffer per set and worker.
+        epoch_samples: Samples per epoch over all ranks; 0 = the manifests' count of the selected splits.
+        max_skip_fraction, min_skips_to_fail: Fail when skipped/seen exceeds the fraction after at least this
+            many skips.
+    """
+
+    shards: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    mixing: str = "size"
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    batch_size: int = 64
+    num_workers: int = 2
+    shuffle_buffer: int = 500
+    shuffle_initial: int = 100
+    epoch_samples: int = 0
+    max_skip_fraction: float = 0.05
+    min_skips_to_fail: int = 20
+
+    def __post_init__(self) -> None:
+        if self.mixing not in ("size", "equal"):
+            raise ValueError(f"data.mixing must be 'size' or 'equal', got '{self.mixing}'")
+        if self.batch_size < 2:
+            raise ValueError("data.batch_size must be >= 2 (contrastive and matching losses need pairs)")
+
+
+@dataclass
+class ShardSet:
+    """One shard set selected for training: its shard paths, per-shard counts and mixing weight."""
+
+    name: str
+    urls: list[str]
+    counts: list[int]
+    weight: float
+
+    @property
+    def size(self) -> int:
+        return sum(self.counts)
+
+
+def resolve_shard_sets(cfg: DataConfig) -> list[ShardSet]:
+    """Expands ``cfg.shards`` into shard sets with the selected splits and normalised weights.
+
+    Raises:
+        ShardFormatError: A path has no manifest (and no sub-directory with one), or no shards of ``splits``.
+    """
+    roots: list[Path] = []
+    for entry in cfg.shards:
+        path = Path(entry)
+        if (path / MANIFEST_NAME).is_file():
+            roots.append(path)
+        elif path.is_dir() and (subs := sorted(p.parent for p in path.glob(f"*/{MANIFEST_NAME}"))):
+            roots.extend(subs)
+        else:
+            raise ShardFormatError(
+                f"{path} holds no {MANIFEST_NAME} (nor sub-directories with one). "
+                "Make shards with `python -m data_prep bundled --out runs/shards --profile demo`."
+            )
+    if not roots:
+        raise ShardFormatError("data.shards is empty: give at least one shard-set directory")
+    sets = []
+    for root in roots:
+        manifest = load_manifest(root)
+        picked = [s for s in manifest.shards if s["split"] in cfg.splits and int(s["count"]) > 0]
+        if picked:
+            sets.append(
+                ShardSet(manifest.name, [str(root / s["name"]) for s in picked], [int(s["count"]) for s in picked], 1.0)
+            )
+        else:
+            log.warning("shard set %s has no samples in splits %s; left out", root, cfg.splits)
+    if not sets:
+        raise ShardFormatError(f"no shards of splits {cfg.splits} in {[str(r) for r in roots]}")
+    if cfg.weights:
+        if len(cfg.weights) != len(sets):
+            raise ValueError(
+                f"data.weights has {len(cfg.weights)} values for {len(sets)} shard sets ({[s.name for s in sets]})"
+            )
+        raw = list(cfg.weights)
+    else:
+        raw = [float(s.size) if cfg.mixing == "size" else 1.0 for s in sets]
+    total = sum(raw)
+    if total <= 0 or min(raw) < 0:
+        raise ValueError(f"mixing weights must be >= 0 and not all zero, got {raw}")
+    for s, w in zip(sets, raw):
+        s.weight = w / total
+    return sets
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 63-bit seed from any printable parts, identical across processes and Python runs."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SkipCounter:
+    """webdataset exception handler that logs, counts and finally refuses too many bad samples.
+
+    Returns True (continue) like ``wds.warn_and_continue``, and raises :class:`DataQualityError` once
+    ``skipped > max(min_skips, max_fraction * seen)``.
+    """
+
+    def __init__(self, max_fraction: float, min_skips: int) -> None:
+        self.max_fraction, self.min_skips = max_fraction, min_skips
+        self.skipped = 0
+        self.seen = 0
+        self.last: list[str] = []
+
+    def __call__(self, exn: BaseException) -> bool:
+        self.skipped += 1
+        self.last = [*self.last[-4:], repr(exn)[:300]]
+        log.warning("skipping bad sample (%d so far): %r", self.skipped, exn)
+        if self.skipped > max(self.min_skips, self.max_fraction * max(self.seen, 1)):
+            raise DataQualityError(
+                f"{self.skipped} of {self.seen} samples were unreadable (limit {self.max_fraction:.1%}, "
+                f"min {self.min_skips}). Last errors: {self.last}"
+            ) from exn
+        return True
+
+
+class TwoViewStream(IterableDataset):
+    """Endless stream of two-view batches for one rank (see the module docstring).
+
+    Batches are dicts: ``view0``, ``view1`` (B, C, S, S) float32; ``index`` (B,) stream indices; ``worker``,
+    ``epoch``, ``skipped`` and ``seen`` (ints, per worker).
+    """
+
+    def __init__(
+        self,
+        sets: list[ShardSet],
+        data: DataConfig,
+        augment: AugmentConfig,
+        in_chans: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.sets, self.data, self.transform = sets, data, TwoViewTransform(augment, in_chans)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.num_workers = max(1, data.num_workers)
+        n = data.epoch_samples or sum(s.size for s in sets)
+        self.batches_per_worker = max(1, math.ceil(n / (world_size * self.num_workers * data.batch_size)))
+        self.resume: dict[str, Any] | None = None  # set by StreamPosition.apply
+
+    def _set_urls(self, s: ShardSet, worker: int) -> list[str]:
+        parts = self.world_size * self.num_workers
+        if len(s.urls) >= parts:
+            return s.urls[self.rank * self.num_workers + worker :: parts]
+        return s.urls
+
+    def raw_samples(self, epoch: int, worker: int, handler: SkipCounter) -> Iterator[dict[str, Any]]:
+        """Undecoded samples of one (epoch, worker) stream: seeded resampling, shuffling and mixing."""
+        base = stable_seed(self.seed, epoch, self.rank, worker)
+        streams = []
+        for i, s in enumerate(self.sets):
+            pipe = wds.DataPipeline(
+                wds.ResampledShards(
+                    self._set_urls(s, worker),
+                    seed=stable_seed(base, i, "shards"),
+                    worker_seed=lambda: 0,
+                    deterministic=True,
+                ),
+                wds.tarfile_to_samples(handler=handler),
+                wds.shuffle(
+                    self.data.shuffle_buffer,
+                    self.data.shuffle_initial,
+                    rng=random.Random(stable_seed(base, i, "shuffle")),
+                ),
+            )
+            streams.append(iter(pipe))
+        mixer = random.Random(stable_seed(base, "mix"))
+        weights = [s.weight for s in self.sets]
+        while True:
+            yield next(streams[mixer.choices(range(len(streams)), weights)[0]])
+
+    def _two_views(self, raw: dict[str, Any], sample_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = decode_sample(raw)
+        image = np.asarray(sample["image"], dtype=np.float32)
+        if image.ndim not in (2, 3) or min(image.shape[:2]) < 8 or not np.isfinite(image).all():
+            raise ShardFormatError(f"sample {sample['key']} in {sample['url']}: bad image {image.shape}")
+        # Per-sample seed of the CPU generator (restored afterwards, so the caller's RNG stream is untouched), and
+        # one intra-op thread: small per-image ops are ~20x slower when two threads contend (env.md).
+        generator, threads = torch.default_generator, torch.get_num_threads()
+        state = generator.get_state()
+        try:
+            generator.manual_seed(sample_seed)
+            torch.set_num_threads(1)
+            return self.transform(to_chw(image))
+        finally:
+            generator.set_state(state)
+            torch.set_num_threads(threads)
+
+    def _worker_batches(
+        self, worker: int, epoch: int, start: int, n_batches: int, handler: SkipCounter
+    ) -> Iterator[dict[str, Any]]:
+        base = stable_seed(self.seed, epoch, self.rank, worker)
+        views0, views1, indices = [], [], []
+        for index, raw in enumerate(self.raw_samples(epoch, worker, handler)):
+            if index < start:
+                continue
+            handler.seen += 1
+            try:
+                v0, v1 = self._two_views(raw, stable_seed(base, index))
+            except Exception as exn:
+                handler(exn)
+                continue
+            views0.append(v0)
+            views1.append(v1)
+            indices.append(index)
+            if len(indices) == self.data.batch_size:
+                yield {
+                    "view0": torch.stack(views0),
+                    "view1": torch.stack(views1),
+                    "index": torch.tensor(indices),
+                    "worker": worker,
+                    "epoch": epoch,
+                    "skipped": handler.skipped,
+                    "seen": handler.seen,
+                }
+                views0, views1, indices = [], [], []
+                n_batches -= 1
+                if n_batches == 0:
+                    return
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        if (info.num_workers if info else 1) != self.num_workers:
+            found = info.num_workers if info else 0
+            raise RuntimeError(f"stream built for data.num_workers={self.num_workers}, DataLoader has {found}")
+        physical = info.id if info else 0
+        resume = self.resume or {
+            "offset": 0,
+            "epoch": [0] * self.num_workers,
+            "next_index": [0] * self.num_workers,
+            "batches": [0] * self.num_workers,
+        }
+        worker = (physical + resume["offset"]) % self.num_workers
+        epoch, start = resume["epoch"][worker], resume["next_index"][worker]
+        left = self.batches_per_worker - resume["batches"][worker]
+        handler = SkipCounter(self.data.max_skip_fraction, self.data.min_skips_to_fail)  # counts over epochs
+        while True:
+            if left > 0:
+                yield from self._worker_batches(worker, epoch, start, left, handler)
+            epoch, start, left = epoch + 1, 0, self.batches_per_worker
+
+
+class StreamPosition:
+    """The exact data position of one rank: per worker its epoch, batches done and next stream index.
+
+    ``update(batch)`` after each consumed batch; ``state_dict``/``load_state_dict`` for checkpoints; ``apply``
+    configures a fresh :class:`TwoViewStream` to continue exactly after the last consumed batch.
+    """
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = max(1, num_workers)
+        self.consumed = 0
+        self.epoch = [0] * self.num_workers
+        self.next_index = [0] * self.num_workers
+        self.batches = [0] * self.num_workers
+
+    def update(self, batch: dict[str, Any]) -> None:
+        w = int(batch["worker"])
+        if int(batch["epoch"]) != self.epoch[w]:
+            self.epoch[w], self.batches[w] = int(batch["epoch"]), 0
+        self.batches[w] += 1
+        self.next_index[w] = int(batch["index"].max()) + 1
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "consumed": self.consumed,
+            "epoch": list(self.epoch),
+            "next_index": list(self.next_index),
+            "batches": list(self.batches),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if int(state["num_workers"]) != self.num_workers:
+            raise ValueError(
+                f"checkpoint was written with data.num_workers={state['num_workers']}; exact resume "
+                f"needs the same value (got {self.num_workers})"
+            )
+        self.consumed = int(state["consumed"])
+        self.epoch, self.next_index = list(state["epoch"]), list(state["next_index"])
+        self.batches = list(state["batches"])
+
+    def apply(self, stream: TwoViewStream, batches_per_worker: int) -> None:
+        # A worker that finished its epoch starts the next one; the others continue where they stopped.
+        epoch, start, done = list(self.epoch), list(self.next_index), list(self.batches)
+        for w in range(self.num_workers):
+            if done[w] >= batches_per_worker:
+                epoch[w], start[w], done[w] = epoch[w] + 1, 0, 0
+        stream.resume = {
+            "offset": self.consumed % self.num_workers,
+            "epoch": epoch,
+            "next_index": start,
+            "batches": done,
+        }
+
+
+def _worker_init(worker_id: int) -> None:
+    # Everything random in the stream is explicitly seeded; this only pins libraries that use global RNGs.
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(stream: TwoViewStream, num_workers: int, seed: int = 0) -> DataLoader:
+    """A DataLoader over the stream (already batched), with workers seeded and kept alive.
+
+    Its own generator keeps the caller's global torch RNG untouched when iterators are created.
+    """
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        worker_init_fn=_worker_init,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=2 if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(stable_seed(seed, "loader") % 2**63),
+    )

@@ -1,0 +1,89 @@
+"""The SSL meta-architecture: backbone + projector + loss, combined from config (dinov2's ``SSLMetaArch`` pattern).
+
+The training loop only calls ``loss, info = model(view0, view1)``; every loss term is computed by the loss module
+(``lvmmed.losses``). Choices:
+
+* Both views go through the backbone in **one** forward pass (batch 2B), which is faster than two passes; with
+  BatchNorm backbones the batch statistics therefore span both views (as in SimCLR's reference implementation).
+* Pre-pool feature maps are computed only when the loss uses them (graph matching with ``local_weight > 0``).
+* The projector is a lightly head (``SimCLRProjectionHead`` by default; LVM-Med's projector h_θ is unspecified).
+"""
+
+from __future__ import annotations
+
+import torch
+from lightly.models.modules import heads
+from torch import nn
+
+from lvmmed.losses import build_loss
+from lvmmed.models import create_backbone
+from lvmmed.models.base import Backbone
+from pretrain.config import PretrainConfig
+
+
+def build_projector(kind: str, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> nn.Module:
+    """A lightly projection head by name."""
+    if kind == "simclr":
+        return heads.SimCLRProjectionHead(input_dim, hidden_dim, output_dim, num_layers=num_layers)
+    if kind == "vicreg":
+        return heads.VICRegProjectionHead(input_dim, hidden_dim, output_dim, num_layers=num_layers)
+    if kind == "byol":
+        return heads.BYOLProjectionHead(input_dim, hidden_dim, output_dim)
+    if kind == "barlow":
+        return heads.BarlowTwinsProjectionHead(input_dim, hidden_dim, output_dim)
+    raise ValueError(f"unknown projector '{kind}'")
+
+
+class SSLMetaArch(nn.Module):
+    """Backbone, projector and loss of one pretraining method.
+
+    Args:
+        backbone: An lvmmed :class:`~lvmmed.models.base.Backbone`.
+        projector: Maps (B, feature_dim) pooled features to (B, D) embeddings.
+        loss: An ``lvmmed.losses`` module: ``loss, info = loss(z0, z1, feats0, feats1)``.
+        use_local_features: Pass (B, C, h, w) pre-pool maps to the loss.
+    """
+
+    def __init__(self, backbone: Backbone, projector: nn.Module, loss: nn.Module, use_local_features: bool = False):
+        super().__init__()
+        self.backbone, self.projector, self.loss = backbone, projector, loss
+        self.use_local_features = use_local_features
+
+    @classmethod
+    def from_config(cls, cfg: PretrainConfig) -> SSLMetaArch:
+        m = cfg.model
+        backbone = create_backbone(
+            m.backbone, in_chans=m.in_chans, pretrained=m.pretrained or None, img_size=cfg.augment.size
+        )
+        projector = build_projector(
+            m.projector, backbone.feature_dim, m.proj_hidden_dim, m.proj_output_dim, m.proj_layers
+        )
+        loss = build_loss(cfg.loss, m.proj_output_dim)
+        local = cfg.loss.name == "graph_matching" and cfg.loss.graph_matching.local_weight > 0
+        return cls(backbone, projector, loss, use_local_features=local)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not self.use_local_features:
+            return self.backbone(x), None
+        b = self.backbone
+        h = b.forward_blocks(x)[-1]
+        feats = b.tokens_to_map(b.norm(h)) if b.is_vit else h
+        return b.finalize(h), feats
+
+    def snapshot_buffers(self) -> dict[str, torch.Tensor]:
+        """Copies of all buffers (BatchNorm running statistics), to undo a step whose forward saw NaN/inf."""
+        return {name: buf.detach().clone() for name, buf in self.named_buffers()}
+
+    def restore_buffers(self, snapshot: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, buf in self.named_buffers():
+                buf.copy_(snapshot[name])
+
+    def forward(self, view0: torch.Tensor, view1: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Two (B, C, H, W) views of the same B images -> (scalar loss, info dict of floats)."""
+        n = view0.shape[0]
+        pooled, feats = self._encode(torch.cat([view0, view1]))
+        z = self.projector(pooled)
+        f0, f1 = (feats[:n], feats[n:]) if feats is not None else (None, None)
+        loss, info = self.loss(z[:n], z[n:], f0, f1)
+        return loss, {"loss": float(loss.detach()), **info}
