@@ -1,5 +1,8 @@
 """``python -m downstream --config configs/downstream/<task>.yaml method=<key> weights=<source> [key=value ...]``.
 
+Segmentation tasks and methods (``seg-*``, ``mask-guided``) are handed to ``python -m downstream.segmentation``,
+whose schema differs (``unet.*``, ``prompt.*``, ``centers.*``).
+
 Runs ``run_experiment`` once per seed in ``seeds`` (``seed=<n>`` on the command line runs that seed only), each in
 ``<output_dir>/<task>/<method>/<weights>/seed<n>``, prints a table with mean ± std over seeds, and writes
 ``summary.json``. ``--eval DIR`` reloads a finished run's delta checkpoint and re-evaluates it on its test split.
@@ -46,7 +49,21 @@ def _reevaluate(directory: Path) -> int:
     return 0
 
 
+def _method_and_task(config: Path | None, overrides: list[str]) -> tuple[str, str]:
+    """Peeks at ``method`` and ``task`` (YAML, then overrides) to pick the classification or segmentation schema."""
+    import yaml
+
+    values = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else {}
+    values = values if isinstance(values, dict) else {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("method", "task"):
+            values[key] = value
+    return str(values.get("method", "")), str(values.get("task", ""))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m downstream", description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--print-config", action="store_true")
@@ -56,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
         return _reevaluate(args.eval)
+    from downstream.segmentation.run import wants_segmentation
+
+    if wants_segmentation(*_method_and_task(args.config, args.overrides)):
+        from downstream.segmentation.__main__ import main as segmentation_main
+
+        return segmentation_main(argv)
     try:
         cfg = load_config(DownstreamConfig, args.config, args.overrides)
     except ConfigError as err:

@@ -65,10 +65,7 @@ class SSLMetaArch(nn.Module):
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.use_local_features:
             return self.backbone(x), None
-        b = self.backbone
-        h = b.forward_blocks(x)[-1]
-        feats = b.tokens_to_map(b.norm(h)) if b.is_vit else h
-        return b.finalize(h), feats
+        return self.backbone.forward_pooled_and_features(x)
 
     def snapshot_buffers(self) -> dict[str, torch.Tensor]:
         """Copies of all buffers (BatchNorm running statistics), to undo a step whose forward saw NaN/inf."""
