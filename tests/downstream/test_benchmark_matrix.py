@@ -1,0 +1,79 @@
+"""Cell expansion of benchmark configs: stable ids, fingerprints, skipped weight sources, scaling sweeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from downstream.benchmark.config import BenchmarkConfig, MethodSpec, ScalingSweep, TaskSpec, WeightSpec
+from downstream.benchmark.matrix import expand
+from lvmmed.config import ConfigError, load_config
+
+
+def _cfg(tmp_path, **kw) -> BenchmarkConfig:
+    export = tmp_path / "ours_gm"
+    export.mkdir(exist_ok=True)
+    base = dict(
+        tasks=[TaskSpec("tissue", ["data_root=x"]), TaskSpec("modality")],
+        methods=[MethodSpec("linear"), MethodSpec("vpt-deep", overrides=["vpt.num_tokens=4"], tasks=["tissue"])],
+        weights=[
+            WeightSpec("random", "random"),
+            WeightSpec("ours_gm", str(export)),
+            WeightSpec("lvmmed_published", str(tmp_path / "lvmmed_vit.pth")),
+        ],
+        seeds=[0, 1],
+    )
+    base.update(kw)
+    return BenchmarkConfig(**base)
+
+
+def test_expansion_counts_order_and_stable_ids(tmp_path):
+    cells, skipped = expand(_cfg(tmp_path))
+    # tissue: 2 methods x 2 usable weights x 2 seeds; modality: linear only (vpt-deep restricted to tissue)
+    assert len(cells) == 8 + 4
+    assert [s.name for s in skipped] == ["lvmmed_published"] and "not found" in skipped[0].reason
+    assert cells[0].cell_id == "tissue__linear__random__s0"
+    assert len({c.cell_id for c in cells}) == len(cells)
+    again, _ = expand(_cfg(tmp_path))
+    assert [c.cell_id for c in again] == [c.cell_id for c in cells]
+    assert [c.fingerprint for c in again] == [c.fingerprint for c in cells]
+    vpt = next(c for c in cells if c.method == "vpt-deep")
+    assert vpt.overrides == ("data_root=x", "vpt.num_tokens=4")
+
+
+def test_fingerprint_changes_only_for_edited_cells(tmp_path):
+    before = {c.cell_id: c.fingerprint for c in expand(_cfg(tmp_path))[0]}
+    edited = _cfg(tmp_path, methods=[MethodSpec("linear"), MethodSpec("vpt-deep", overrides=["vpt.num_tokens=8"])])
+    after = {c.cell_id: c.fingerprint for c in expand(edited)[0]}
+    changed = {k for k in before if k in after and before[k] != after[k]}
+    assert changed and all("vpt-deep" in k for k in changed)
+    assert all(before[k] == after[k] for k in before if "linear" in k)
+
+
+def test_shots_fractions_and_scaling_sweeps(tmp_path):
+    cfg = _cfg(
+        tmp_path,
+        tasks=[TaskSpec("tissue")],
+        methods=[MethodSpec("linear")],
+        shots=[4],
+        fractions=[0.5],
+        scaling=[ScalingSweep(method="vpt-deep", param="vpt.num_tokens", values=["1", "8"])],
+    )
+    cells, _ = expand(cfg)
+    settings = {c.setting for c in cells}
+    assert settings == {"full", "4shot", "frac0.5"}
+    sweep = [c for c in cells if c.sweep]
+    assert len(sweep) == 2 * 2 and {c.weights for c in sweep} == {"ours_gm"}  # reference weights only
+    assert sweep[0].overrides[-1] == "vpt.num_tokens=1" and sweep[0].method == "vpt-deep@1"
+
+
+def test_config_validation_errors(tmp_path):
+    with pytest.raises(ValueError, match="labels must be unique"):
+        _cfg(tmp_path, methods=[MethodSpec("linear"), MethodSpec("linear")])
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        _cfg(tmp_path, seeds=[0, 0])
+    with pytest.raises(ValueError, match="reference_weights"):
+        _cfg(tmp_path, reference_weights="nope")
+    yaml = tmp_path / "b.yaml"
+    yaml.write_text("tasks: [{name: tissue}]\nmethodz: []\n")
+    with pytest.raises(ConfigError, match="methodz"):
+        load_config(BenchmarkConfig, yaml)

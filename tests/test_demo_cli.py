@@ -1,0 +1,60 @@
+"""The ``lvmmed`` wrapper CLI and the demo's config plumbing (cheap: no training here; `make demo` runs it all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lvmmed import cli
+from lvmmed.config import load_config
+from lvmmed.demo import DemoConfig, _first_table, benchmark_config, pretrain_done
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cli_usage_and_unknown_stage(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(stage in out for stage in ("prep", "pretrain", "downstream", "benchmark", "demo"))
+    assert cli.main([]) == 2
+    assert cli.main(["nope"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+
+
+def test_cli_delegates_to_the_stage_module(capsys):
+    code = cli.main(["benchmark", "--config", str(REPO / "configs/benchmark/demo.yaml"), "seeds=[4]", "--print-config"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "name: demo" in printed and "- 4" in printed
+    assert cli.main(["benchmark", "--config", str(REPO / "configs/benchmark/demo.yaml"), "no_such_key=1"]) == 2
+
+
+def test_demo_benchmark_config_is_rebased_and_drops_seg_on_request(tmp_path):
+    cfg = load_config(DemoConfig, overrides=["seeds=[0,1]", "seg=false"])
+    bench = benchmark_config(cfg, tmp_path, notes="scale note")
+    assert bench.output_dir == str(tmp_path / "benchmark")
+    assert {w.name: w.source for w in bench.weights}["ours_gm"] == str(tmp_path / "pretrain_gm/export")
+    assert f"data_root={tmp_path}/shards" in bench.overrides
+    assert bench.seeds == [0, 1] and bench.notes == "scale note"
+    assert [t.name for t in bench.tasks] == ["tissue"]
+    assert "seg-unet" not in [m.key for m in bench.methods]
+    with_seg = benchmark_config(load_config(DemoConfig), tmp_path, notes="")
+    assert "seg_tissue" in [t.name for t in with_seg.tasks]
+
+
+def test_pretrain_done_requires_the_exact_step_budget(tmp_path):
+    run = tmp_path / "pretrain_gm"
+    assert not pretrain_done(run, 50)
+    (run / "export").mkdir(parents=True)
+    (run / "export" / "model.safetensors").write_bytes(b"x")
+    (run / "export" / "config.json").write_text('{"pretrain": {"steps": 40}}')
+    (run / "curves.png").write_bytes(b"x")
+    assert not pretrain_done(run, 50)
+    assert pretrain_done(run, 40)
+
+
+def test_first_table_extracts_the_headline_section(tmp_path):
+    report = tmp_path / "report.md"
+    report.write_text("# R\n\nnotes\n\n## Did our pretraining help? (x)\n\n| a |\n|---|\n\n## Results per task\n")
+    assert _first_table(report).startswith("## Did our pretraining help?")
+    assert "Results per task" not in _first_table(report)
+    assert _first_table(tmp_path / "missing.md") == ""
