@@ -13,7 +13,7 @@ Example (``configs/benchmark/demo.yaml``)::
     tasks: [{name: tissue}]
     methods:
       - {key: linear}
-      - {key: vpt-deep, overrides: [prompt.num_tokens=4]}
+      - {key: vpt-deep, overrides: [vpt.num_tokens=4]}
     weights:
       - {name: random, source: random}
       - {name: ours_gm, source: runs/demo/pretrain_gm/export}
@@ -42,7 +42,7 @@ class MethodSpec:
     Attributes:
         key: Registry key of the method (downstream.md §9), e.g. ``linear``, ``vpt-deep``, ``seg-unet``.
         label: Column name in the report; defaults to ``key`` (a suffix keeps variants apart, e.g. ``vpt-deep@8``).
-        overrides: Extra ``key=value`` overrides for this method's cells (e.g. ``prompt.num_tokens=8``).
+        overrides: Extra ``key=value`` overrides for this method's cells (e.g. ``vpt.num_tokens=8``).
         tasks: Restrict this method to these tasks (empty: every task), e.g. seg methods only on seg tasks.
         weights: Restrict this method to these weight sources (empty: every source), to bound costly columns.
     """
@@ -107,7 +107,7 @@ class ScalingSweep:
 
     Attributes:
         method: Registry key, e.g. ``vpt-deep`` or ``adapter``.
-        param: The dotted config key swept, e.g. ``prompt.num_tokens`` or ``adapter.width``.
+        param: The dotted config key swept, e.g. ``vpt.num_tokens`` or ``adapter.reduction``.
         values: The values of ``param``.
         weights: Weight-source alias used for the sweep (empty: the reference weights).
         label: Series name in the plot (default: ``method``).
@@ -116,7 +116,7 @@ class ScalingSweep:
     """
 
     method: str = "vpt-deep"
-    param: str = "prompt.num_tokens"
+    param: str = "vpt.num_tokens"
     values: list[str] = field(default_factory=list)
     weights: str = ""
     label: str = ""

@@ -116,15 +116,18 @@ class SkippedSource:
 
 def source_available(spec: WeightSpec, base_dir: Path | None = None) -> str | None:
     """Returns None when the weight source can be used, else the reason it cannot."""
+    from lvmmed.weights import WeightsNotFoundError, resolve_source
+
     if spec.source in ("random", "none", ""):
         return None
-    if "://" in spec.source:
-        return None  # a named source resolved by lvmmed.weights (e.g. hf://...); downstream reports errors
-    path = Path(spec.source)
-    if not path.is_absolute() and base_dir is not None and not path.exists():
-        path = base_dir / path
-    if not path.exists():
-        return f"not found: {spec.source} (provide the file to include this source)"
+    source = spec.source
+    local = Path(source)
+    if not local.is_absolute() and base_dir is not None and not local.exists() and (base_dir / local).exists():
+        source = str(base_dir / local)
+    try:
+        resolve_source(source)  # published names, torchvision:/timm: files, export dirs, hf:// (local cache only)
+    except WeightsNotFoundError as err:
+        return f"not available: {err}"
     return None
 
 

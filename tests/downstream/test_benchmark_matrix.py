@@ -12,6 +12,11 @@ from lvmmed.config import ConfigError, load_config
 def _cfg(tmp_path, **kw) -> BenchmarkConfig:
     export = tmp_path / "ours_gm"
     export.mkdir(exist_ok=True)
+    if not (export / "config.json").exists():  # a real export: lvmmed.weights.save_pretrained of a tiny backbone
+        from lvmmed.models import create_backbone
+        from lvmmed.weights import save_pretrained
+
+        save_pretrained(create_backbone("resnet18", in_chans=1), export)
     base = dict(
         tasks=[TaskSpec("tissue", ["data_root=x"]), TaskSpec("modality")],
         methods=[MethodSpec("linear"), MethodSpec("vpt-deep", overrides=["vpt.num_tokens=4"], tasks=["tissue"])],
@@ -30,7 +35,7 @@ def test_expansion_counts_order_and_stable_ids(tmp_path):
     cells, skipped = expand(_cfg(tmp_path))
     # tissue: 2 methods x 2 usable weights x 2 seeds; modality: linear only (vpt-deep restricted to tissue)
     assert len(cells) == 8 + 4
-    assert [s.name for s in skipped] == ["lvmmed_published"] and "not found" in skipped[0].reason
+    assert [s.name for s in skipped] == ["lvmmed_published"] and "does not exist" in skipped[0].reason
     assert cells[0].cell_id == "tissue__linear__random__s0"
     assert len({c.cell_id for c in cells}) == len(cells)
     again, _ = expand(_cfg(tmp_path))
@@ -77,3 +82,12 @@ def test_config_validation_errors(tmp_path):
     yaml.write_text("tasks: [{name: tissue}]\nmethodz: []\n")
     with pytest.raises(ConfigError, match="methodz"):
         load_config(BenchmarkConfig, yaml)
+
+
+def test_published_name_without_its_file_is_skipped_with_the_file_it_needs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LVMMED_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = _cfg(tmp_path, weights=[WeightSpec("random", "random"), WeightSpec("lvmmed_vitb", "lvmmed-vitb")])
+    cells, skipped = expand(cfg)
+    assert {c.weights for c in cells} == {"random"}
+    assert [s.name for s in skipped] == ["lvmmed_vitb"] and "lvmmed_vit.pth" in skipped[0].reason
