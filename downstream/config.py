@@ -240,6 +240,8 @@ class DownstreamConfig:
         data_root: Directory holding the shard sets (``<data_root>/<set name>``).
         patch_size / patch_stride / max_per_class: Patch extraction of patch tasks.
         norm_mean / norm_std: Input normalisation (after [0, 1] scaling, before prompts).
+        norm_from_weights: When ``weights`` is an lvmmed export that records ``input_mean``/``input_std`` in its
+            ``config.json``, use those instead of ``norm_mean``/``norm_std`` (the backbone was trained with them).
         augment: Random flips during SGD training.
         bootstrap: Bootstrap resamples for the 95% CI over test samples.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
@@ -266,6 +268,7 @@ class DownstreamConfig:
     max_per_class: int = 200
     norm_mean: float = 0.5
     norm_std: float = 0.25
+    norm_from_weights: bool = True
     augment: bool = False
     bootstrap: int = 1000
     device: str = "auto"

@@ -234,6 +234,17 @@ def _write_outputs(result: dict[str, Any], out_dir: Path) -> None:
         writer.writerow(row)
 
 
+def with_weight_normalisation(cfg: Any) -> Any:
+    """Returns ``cfg`` with the export's recorded input normalisation when ``cfg.norm_from_weights`` is set."""
+    from lvmmed.weights import export_normalisation
+
+    stats = export_normalisation(cfg.weights) if cfg.norm_from_weights else None
+    if stats is None or stats == (cfg.norm_mean, cfg.norm_std):
+        return cfg
+    log.info("using the input normalisation recorded by %s: mean=%.3f std=%.3f", cfg.weights, *stats)
+    return dataclasses.replace(cfg, norm_mean=stats[0], norm_std=stats[1])
+
+
 def run_experiment(cfg: DownstreamConfig) -> dict[str, Any]:
     """Runs one cell and writes its outputs to ``cfg.output_dir``; returns the result dict.
 
@@ -244,6 +255,7 @@ def run_experiment(cfg: DownstreamConfig) -> dict[str, Any]:
     status ("ok" | "failed"), error, output_dir``.
     """
     start = time.perf_counter()
+    cfg = with_weight_normalisation(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")

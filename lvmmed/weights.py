@@ -177,6 +177,27 @@ def resolve_source(source: str | os.PathLike, allow_network: bool = False) -> Re
     return ResolvedSource(path, "file")
 
 
+def export_normalisation(source: str | os.PathLike) -> tuple[float, float] | None:
+    """The input normalisation ``(mean, std)`` an lvmmed export was trained with, from its ``config.json``.
+
+    Returns None for other sources (random init, published or general weights), or when the export does not
+    record ``input_mean``/``input_std``. Per-channel values are averaged (grey inputs are replicated channels).
+    """
+    text = os.fspath(source)
+    if text in ("", "random", "none") or not Path(text).expanduser().is_dir():
+        return None
+    config_path = Path(text).expanduser() / CONFIG_NAME
+    if not config_path.is_file():
+        return None
+    config = json.loads(config_path.read_text())
+    if "input_mean" not in config or "input_std" not in config:
+        return None
+    mean, std = (
+        float(sum(v) / len(v)) if isinstance(v, list) else float(v) for v in (config["input_mean"], config["input_std"])
+    )
+    return mean, std
+
+
 def _existing(path: Path, source: str) -> Path:
     if not path.exists():
         known = ", ".join(PUBLISHED)

@@ -222,6 +222,8 @@ class SegmentationConfig:
     data_root: str = "runs/shards"
     norm_mean: float = 0.5
     norm_std: float = 0.25
+    # As in DownstreamConfig: an lvmmed export's recorded input_mean/input_std replace norm_mean/norm_std.
+    norm_from_weights: bool = True
     augment: bool = True
     bootstrap: int = 1000
     hd95: bool = True

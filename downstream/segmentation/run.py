@@ -215,6 +215,9 @@ def run_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     Failures are recorded, not raised (``status="failed"``, traceback in ``error.txt``).
     """
     start = time.perf_counter()
+    from downstream.run import with_weight_normalisation
+
+    cfg = with_weight_normalisation(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")

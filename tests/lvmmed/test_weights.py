@@ -321,3 +321,14 @@ def test_cli_inspect_and_convert(tmp_path, resnet50_file, capsys):
         [sys.executable, "-m", "lvmmed.weights", "inspect", str(out)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and json.loads(proc.stdout)["architecture"] == "resnet50"
+
+
+def test_export_normalisation_is_read_from_config_json(tmp_path):
+    from lvmmed.models import create_backbone
+    from lvmmed.weights import export_normalisation, save_pretrained
+
+    save_pretrained(create_backbone("resnet18", in_chans=1), tmp_path / "a", {"input_mean": [0.4], "input_std": [0.3]})
+    assert export_normalisation(tmp_path / "a") == pytest.approx((0.4, 0.3))
+    save_pretrained(create_backbone("resnet18", in_chans=1), tmp_path / "b")
+    assert export_normalisation(tmp_path / "b") is None
+    assert export_normalisation("random") is None
