@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from downstream.methods.linear import HeadMethod
-from downstream.methods.visual_prompt import make_prompter
+from downstream.methods.visual_prompt import make_prompter, prompt_and_head_groups
 from downstream.registry import make_head, register_method
 
 
@@ -55,13 +55,7 @@ class MoVL(HeadMethod):
         self.declare_trainable()
 
     def param_groups(self, cfg: Any) -> list[dict[str, Any]]:
-        return self._groups(
-            cfg,
-            [
-                ("prompt", list(self.prompter.parameters()), cfg.vp.lr),
-                ("head", list(self.head.parameters()), cfg.optim.head_lr),
-            ],
-        )
+        return prompt_and_head_groups(self, cfg)
 
     def phases(self) -> list[tuple[str, float]]:
         f = float(self.mc.first_phase_frac)

@@ -105,6 +105,17 @@ def make_prompter(kind: str, channels: int, image_size: int, cfg: Any) -> nn.Mod
     raise ValueError(f"unknown prompter {kind!r}")
 
 
+def prompt_and_head_groups(method: HeadMethod, cfg: Any) -> list[dict[str, Any]]:
+    """Separate optimiser groups for a pixel prompt (VP's large lr, ``cfg.vp.lr``) and the head (``optim.head_lr``)."""
+    return method._groups(
+        cfg,
+        [
+            ("prompt", list(method.prompter.parameters()), cfg.vp.lr),
+            ("head", list(method.head.parameters()), cfg.optim.head_lr),
+        ],
+    )
+
+
 class VisualPrompting(HeadMethod):
     """Frozen backbone, pixel prompt + linear head (VP for backbones without an ImageNet head)."""
 
@@ -117,13 +128,7 @@ class VisualPrompting(HeadMethod):
         self.declare_trainable()
 
     def param_groups(self, cfg: Any) -> list[dict[str, Any]]:
-        return self._groups(
-            cfg,
-            [
-                ("prompt", list(self.prompter.parameters()), cfg.vp.lr),
-                ("head", list(self.head.parameters()), cfg.optim.head_lr),
-            ],
-        )
+        return prompt_and_head_groups(self, cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(self.prompter(x)))

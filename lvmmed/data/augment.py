@@ -58,17 +58,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "blur_prob": [1.0, 0.1],
         "solarize_prob": [0.0, 0.2],
     },
-    "lvmmed": {
-        "min_scale": 0.14,
-        "brightness": 0.4,
-        "contrast": 0.4,
-        "saturation": 0.2,
-        "hue": 0.1,
-        "jitter_prob": 0.8,
-        "grayscale_prob": 0.2,
-        "blur_prob": [1.0, 0.1],
-        "solarize_prob": [0.0, 0.2],
-    },
     "none": {
         "min_scale": 1.0,
         "brightness": 0.0,
@@ -82,6 +71,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "hflip_prob": 0.0,
     },
 }
+# lvmmed: VICRegL's asymmetric blur/solarize and colour strengths with DeepCluster-v2's minimum crop scale.
+PRESETS["lvmmed"] = {**PRESETS["vicregl"], "min_scale": 0.14}
 
 
 @dataclass
