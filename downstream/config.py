@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.config import check_choice
+
 SPLIT_MODES = ("shard", "group", "random")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
-
-
-def _check(value: str, choices: tuple[str, ...], name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass
@@ -63,8 +60,8 @@ class OptimConfig:
     refit_on_trainval: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.optimizer, ("sgd", "adamw"), "optim.optimizer")
-        _check(self.select_metric, SELECT_METRICS, "optim.select_metric")
+        check_choice(self.optimizer, ("sgd", "adamw"), "optim.optimizer")
+        check_choice(self.select_metric, SELECT_METRICS, "optim.select_metric")
         if not self.lr_scale_grid or not self.wd_grid:
             raise ValueError("optim.lr_scale_grid and optim.wd_grid must not be empty")
 
@@ -82,7 +79,7 @@ class LinearConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.solver, ("logreg", "sgd"), "linear.solver")
+        check_choice(self.solver, ("logreg", "sgd"), "linear.solver")
 
 
 @dataclass
@@ -119,8 +116,8 @@ class VPConfig:
     random_eval: str = "center"
 
     def __post_init__(self) -> None:
-        _check(self.init, ("randn", "zeros"), "vp.init")
-        _check(self.random_eval, ("random", "center"), "vp.random_eval")
+        check_choice(self.init, ("randn", "zeros"), "vp.init")
+        check_choice(self.random_eval, ("random", "center"), "vp.random_eval")
 
 
 @dataclass
@@ -149,11 +146,11 @@ class MoVLConfig:
     prompter: str = "pad"
 
     def __post_init__(self) -> None:
-        _check(self.discrepancy, ("mse", "cos", "kl"), "movl.discrepancy")
-        _check(self.space, ("feature", "logit"), "movl.space")
-        _check(self.init, ("lp", "random"), "movl.init")
-        _check(self.schedule, ("joint", "lp_then_vp", "vp_then_lp"), "movl.schedule")
-        _check(self.prompter, ("pad", "fixed", "random"), "movl.prompter")
+        check_choice(self.discrepancy, ("mse", "cos", "kl"), "movl.discrepancy")
+        check_choice(self.space, ("feature", "logit"), "movl.space")
+        check_choice(self.init, ("lp", "random"), "movl.init")
+        check_choice(self.schedule, ("joint", "lp_then_vp", "vp_then_lp"), "movl.schedule")
+        check_choice(self.prompter, ("pad", "fixed", "random"), "movl.prompter")
         if self.discrepancy == "kl" and self.space != "logit":
             raise ValueError("movl.discrepancy=kl compares class distributions: set movl.space=logit")
 
@@ -216,7 +213,7 @@ class GMoEConfig:
     lr: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(self.expert_input, ("medical", "sum"), "gmoe.expert_input")
+        check_choice(self.expert_input, ("medical", "sum"), "gmoe.expert_input")
         if self.num_experts < 1 or not 0 <= self.top_k <= self.num_experts:
             raise ValueError("gmoe needs num_experts >= 1 and 0 <= top_k <= num_experts")
 
@@ -286,8 +283,8 @@ class DownstreamConfig:
     gmoe: GMoEConfig = field(default_factory=GMoEConfig)
 
     def __post_init__(self) -> None:
-        _check(self.split_mode, SPLIT_MODES, "split_mode")
-        _check(self.device, ("auto", "cpu", "cuda"), "device")
+        check_choice(self.split_mode, SPLIT_MODES, "split_mode")
+        check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         if self.shot < 0 or not 0.0 < self.fraction <= 1.0:
             raise ValueError("shot must be >= 0 and fraction in (0, 1]")
         if self.shot and self.fraction < 1.0:

@@ -42,6 +42,16 @@ class ConfigError(ValueError):
     """A config file or override does not match the schema (unknown key, wrong type, bad value)."""
 
 
+def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+    """Validates a string choice field in a config's ``__post_init__`` (OmegaConf has no ``Literal``).
+
+    Raises:
+        ValueError: ``value`` is not one of ``choices`` (``load_config`` turns it into a ``ConfigError``).
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def _valid_keys_hint(schema_node: DictConfig, full_key: str) -> str:
     """Names the valid keys at the level of ``full_key`` and the closest match."""
     parts = full_key.split(".")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.config import check_choice
+
 PROTOCOLS = ("single", "new_center")
 ADAPT_MODES = (
     "direct",
@@ -30,11 +32,6 @@ ADAPT_MODES = (
     "finetune",
 )
 MASK_SOURCES = ("gt", "seg-unet", "sam2")
-
-
-def _check(value: str, choices: tuple[str, ...], name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 @dataclass
@@ -65,7 +62,7 @@ class SegOptimConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
-        _check(self.optimizer, ("adam", "adamw", "sgd"), "optim.optimizer")
+        check_choice(self.optimizer, ("adam", "adamw", "sgd"), "optim.optimizer")
 
 
 @dataclass
@@ -92,7 +89,7 @@ class UNetConfig:
     norm: str = ""
 
     def __post_init__(self) -> None:
-        _check(self.norm, ("", "batch", "instance"), "unet.norm")
+        check_choice(self.norm, ("", "batch", "instance"), "unet.norm")
 
 
 @dataclass
@@ -110,7 +107,7 @@ class PromptSegConfig:
     tune_decoder: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.init, ("xavier", "zeros"), "prompt.init")
+        check_choice(self.init, ("xavier", "zeros"), "prompt.init")
         if self.num_tokens < 0:
             raise ValueError("prompt.num_tokens must be >= 0")
 
@@ -144,7 +141,7 @@ class CentersConfig:
 
     def __post_init__(self) -> None:
         for mode in self.adapt:
-            _check(mode, ADAPT_MODES, "centers.adapt[]")
+            check_choice(mode, ADAPT_MODES, "centers.adapt[]")
 
 
 @dataclass
@@ -184,9 +181,9 @@ class MaskGuidedConfig:
     seg_epochs: int = 5
 
     def __post_init__(self) -> None:
-        _check(self.mask_source, MASK_SOURCES, "mask_guided.mask_source")
-        _check(self.fusion, ("concat", "roi"), "mask_guided.fusion")
-        _check(self.text_branch, ("auto", "learned", "clip"), "mask_guided.text_branch")
+        check_choice(self.mask_source, MASK_SOURCES, "mask_guided.mask_source")
+        check_choice(self.fusion, ("concat", "roi"), "mask_guided.fusion")
+        check_choice(self.text_branch, ("auto", "learned", "clip"), "mask_guided.text_branch")
         if not 0.0 <= self.lam <= 1.0 or not 0.0 <= self.blend_alpha <= 1.0:
             raise ValueError("mask_guided.lam and mask_guided.blend_alpha must be in [0, 1]")
 
@@ -238,9 +235,9 @@ class SegmentationConfig:
     mask_guided: MaskGuidedConfig = field(default_factory=MaskGuidedConfig)
 
     def __post_init__(self) -> None:
-        _check(self.protocol, PROTOCOLS, "protocol")
-        _check(self.device, ("auto", "cpu", "cuda"), "device")
-        _check(self.method, ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided"), "method")
+        check_choice(self.protocol, PROTOCOLS, "protocol")
+        check_choice(self.device, ("auto", "cpu", "cuda"), "device")
+        check_choice(self.method, ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided"), "method")
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError("fraction must be in (0, 1]")
         if self.in_chans not in (1, 3):

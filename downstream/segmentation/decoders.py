@@ -67,45 +67,20 @@ class UNetDecoder(nn.Module):
             raise ValueError(f"decoder_channels needs {n_skips} entries, got {list(decoder_channels or [])}")
         norm_arg = ("batch", {"affine": True}) if norm == "batch" else ("instance", {"affine": True})
         act = ("relu", {"inplace": True})
+
+        def up_block(in_chans: int, skip_chans: int, out_chans: int) -> UpCat:
+            # 2x nearest upsample, concat the skip (none when skip_chans == 0), two conv-norm-act layers.
+            return UpCat(2, in_chans, skip_chans, out_chans, act, norm_arg, bias=False, upsample="nontrainable",
+                         pre_conv=None, interp_mode="nearest", align_corners=None, halves=False)  # fmt: skip
+
         self.ups = nn.ModuleList()
         in_ch = chans[-1]
         for level in range(n_skips - 1, -1, -1):  # deepest skip first
-            self.ups.append(
-                UpCat(
-                    2,
-                    in_ch,
-                    chans[level],
-                    widths[level],
-                    act,
-                    norm_arg,
-                    bias=False,
-                    upsample="nontrainable",
-                    pre_conv=None,
-                    interp_mode="nearest",
-                    align_corners=None,
-                    halves=False,
-                )
-            )
+            self.ups.append(up_block(in_ch, chans[level], widths[level]))
             in_ch = widths[level]
         self.first_stride = strides[0]
         n_final = int(math.log2(strides[0]))
-        self.final = nn.ModuleList(
-            UpCat(
-                2,
-                in_ch,
-                0,
-                in_ch,
-                act,
-                norm_arg,
-                bias=False,
-                upsample="nontrainable",
-                pre_conv=None,
-                interp_mode="nearest",
-                align_corners=None,
-                halves=False,
-            )
-            for _ in range(n_final)
-        )
+        self.final = nn.ModuleList(up_block(in_ch, 0, in_ch) for _ in range(n_final))
         self.head = nn.Conv2d(in_ch, num_classes, kernel_size=1)
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor | None = None) -> torch.Tensor:
