@@ -94,9 +94,8 @@ def _run_one(args: tuple[Task, dict[str, Any]]) -> tuple[int, list[EncodedSample
     task, cfg = args
     try:
         result = _resolve(task.processor)(task, cfg)
-        if isinstance(result, tuple):
-            return task.index, result[0], list(result[1])
-        return task.index, result, []
+        samples, failures = (result[0], list(result[1])) if isinstance(result, tuple) else (result, [])
+        return task.index, [s.pack() for s in samples], failures  # tar members are encoded here, in the worker
     except SkipInput as err:
         return task.index, [], [{"file": task.display, "kind": "skipped", "reason": str(err)}]
     except Exception as err:  # one bad file must not stop the run

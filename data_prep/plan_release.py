@@ -30,6 +30,7 @@ from .catalog_release import (
     summarize_counts,
 )
 from .engine import Task
+from .plan_volumes import axis_tasks, first_axis_only, prepared_volume
 from .process import pseudonym, record_samples
 
 _MASK_KEYS = ("masks", "mask_path", "label_path", "segs")  # task params naming a mask (all planners)
@@ -100,7 +101,8 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
     scan = scan_release(src, release)
     table = _LabelTable(src, _label_source(release, cfg), notes)
     multi = bool(table.labels and (table.labels.multi_sep or table.labels.kind == "onehot"))
-    tasks, failures, classes_of = [], [], {}
+    tasks, failures, classes_of, files = [], [], {}, 0
+    n_volumes = sum(1 for it in scan.items if suffix_of(it.rel) in VOLUME_SUFFIXES)
     for item in scan.items:
         if item.missing and not masks_optional_for(release, item):
             reason = f"the release pairs this image with {item.missing[0]}, which is missing"
@@ -122,9 +124,17 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
             "mask_channel": release.mask_channel, "mask_values": list(release.mask_values) or None,
             "official_split": item.official_split,
         }  # fmt: skip
-        processor = "data_prep.plan_release:process_volume" if volume else "data_prep.plan_release:process_image2d"
-        tasks.append(Task(index, processor, item.rel, [str(src / item.rel)], [patient], params))
-        classes_of[index] = table.classes(item)
+        if volume:
+            new = axis_tasks(index, files, "data_prep.plan_release:process_volume", item.rel, [str(src / item.rel)],
+                             [patient], params, list(cfg["axes"]), n_volumes)  # fmt: skip
+        else:
+            params["source_index"] = files
+            new = [Task(index, "data_prep.plan_release:process_image2d", item.rel, [str(src / item.rel)], [patient],
+                        params)]  # fmt: skip
+        files += 1
+        for task in new:
+            tasks.append(task)
+            classes_of[task.index] = table.classes(item)
     names = _set_labels(tasks, classes_of, multi, table.all_names)
     plan = _plan_counts(tasks, failures, names, classes_of, scan.ignored, notes)
     return tasks, failures, _info(cfg, names, multi, plan)
@@ -161,21 +171,27 @@ def _set_labels(
 
 
 def _plan_counts(tasks, failures, names, classes_of, ignored, notes) -> dict[str, Any]:
-    split_values = [t.params.get("official_split") for t in tasks]
-    class_values = [c for cs in classes_of.values() if cs for c in cs]
+    split_values = [t.params.get("official_split") for t in tasks if _first_of_input(t)]
+    class_values = [c for t in tasks if _first_of_input(t) for c in (classes_of.get(t.index) or [])]
+    inputs = [t for t in tasks if _first_of_input(t)]  # a volume sliced by several axis tasks counts once
     return {
-        "inputs": len(tasks),
-        "images": sum(t.params.get("n_images", len(t.paths)) for t in tasks),
-        "masks_paired": sum(1 for t in tasks if any(t.params.get(k) for k in _MASK_KEYS)),
+        "inputs": len(inputs),
+        "images": sum(t.params.get("n_images", len(t.paths)) for t in inputs),
+        "masks_paired": sum(1 for t in inputs if any(t.params.get(k) for k in _MASK_KEYS)),
         "missing_masks": sum(1 for f in failures if f["kind"] == "missing_mask"),
         "classes": summarize_counts(class_values) if names else None,
-        "unlabelled": sum(1 for t in tasks if not classes_of.get(t.index)) if names else None,
+        "unlabelled": sum(1 for t in inputs if not classes_of.get(t.index)) if names else None,
         "patients": len({g for t in tasks for g in t.groups}),
         "official_splits": summarize_counts(split_values) if any(split_values) else None,
         "ignored": len(ignored),
         "ignored_examples": ignored[:5],
         "notes": notes,
     }
+
+
+def _first_of_input(task: Task) -> bool:
+    """True for the first task of an input (axis tasks of a volume share the input)."""
+    return task.params.get("axis_rank", 0) == 0
 
 
 def plan_counts_of(tasks: list[Task], failures: list[dict[str, str]]) -> dict[str, Any]:
@@ -244,7 +260,7 @@ def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset": cfg["name"], "organ": cfg.get("organ", ""), "center": cfg.get("center") or cfg["name"],
         "patient": p["patient"], "volume": p["volume"], "group": p["patient"], "slab_prefix": p["volume"],
-        "source_index": task.index, "label": p.get("label"), "label_name": p.get("label_name"),
+        "source_index": p.get("source_index", task.index), "label": p.get("label"), "label_name": p.get("label_name"),
         "labels": p.get("labels"), "official_split": p.get("official_split"),
         "mask_labels": list(cfg.get("mask_labels") or []) or None,
     }  # fmt: skip
@@ -285,7 +301,7 @@ def process_image2d(task: Task, cfg: dict[str, Any]) -> list:
     check_not_constant(array, task.display)
     mask = merged_mask(p["masks"], p["mask_merge"], array.shape[:2], p.get("mask_channel"))
     record = ImageRecord(array, "image2d", {"modality": cfg.get("modality") or "OT", "spacing": None}, {}, mask=mask)
-    return record_samples(record, cfg, _base(task, cfg), f"i{task.index:06d}", task.splits[p["patient"]])
+    return record_samples(record, cfg, _base(task, cfg), f"i{p['source_index']:06d}", task.splits[p["patient"]])
 
 
 def process_volume(task: Task, cfg: dict[str, Any]) -> list:
@@ -296,10 +312,19 @@ def process_volume(task: Task, cfg: dict[str, Any]) -> list:
     p = task.params
     label = p["masks"][0] if p["masks"] else None
     reader = read_metaimage if suffix_of(task.paths[0]) in (".mhd", ".mha") else read_nifti
-    record = _read_any_volume(reader, task.paths[0], label, cfg.get("modality") or "OT")
-    if record.mask is not None and p.get("mask_values"):
-        record.mask = remap_labels(record.mask, p["mask_values"], label)
-    return record_samples(record, cfg, _base(task, cfg), f"i{task.index:06d}", task.splits)
+    modality = cfg.get("modality") or "OT"
+
+    def read():
+        record = _read_any_volume(reader, task.paths[0], label, modality)
+        if record.mask is not None and p.get("mask_values"):
+            record.mask = remap_labels(record.mask, p["mask_values"], label)
+        return record
+
+    record, normalized = prepared_volume(task, cfg, modality, read)
+    if not first_axis_only(task, record, cfg):
+        return []
+    prefix = f"i{p['source_index']:06d}"
+    return record_samples(record, cfg, _base(task, cfg), prefix, task.splits, p.get("axes"), normalized)
 
 
 def _read_any_volume(reader, path: str, label: str | None, modality: str):
