@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lvmmed.demo --out $(DEMO_OUT)
+	$(PY) -m demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
