@@ -1,6 +1,6 @@
 """Pretraining throughput: our full loop vs the bare backbone vs lightly's reference SimCLR loop, in one run.
 
-Setup (issue 4): ResNet-18 at 96 px, batch 64 (two views each), 2 intra-op threads, the bundled real shards
+Setup: ResNet-18 at 96 px, batch 64 (two views each), 2 intra-op threads, the bundled real shards
 (``runs/shards`` if present, else built with ``data_prep.bundled``, profile ``tiny``). All variants use
 3-channel inputs (grey replicated) so the backbone cost is identical. Images/s count source images (one image =
 two views), measured after ``--warmup`` steps, as the median over timed steps:

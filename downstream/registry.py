@@ -1,6 +1,6 @@
 """One registry for every downstream adaptation method (classification and segmentation).
 
-Keys follow the research notes (downstream.md §9): ``linear``, ``mlp``, ``finetune``, ``partial-k``, ``vp-pad``,
+Keys (table in docs/downstream.md): ``linear``, ``mlp``, ``finetune``, ``partial-k``, ``vp-pad``,
 ``vp-fixed``, ``vp-random``, ``movl``, ``vpt-shallow``, ``vpt-deep``, ``adapter``, ``lora``, ``gmoe-adapter`` for
 classification; segmentation methods register themselves with ``task="segmentation"``.
 

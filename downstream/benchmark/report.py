@@ -27,7 +27,7 @@ from downstream.benchmark import stats_seeds as st
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell
 
-# Column order of the results table (issue 8): LP | MLP | VP | MoVL | VPT-s | VPT-d | Adapter | LoRA | GMoE | FF.
+# Column order of the results table: LP | MLP | VP | MoVL | VPT-s | VPT-d | Adapter | LoRA | GMoE | FF.
 DISPLAY = {
     "linear": "LP",
     "mlp": "MLP",
