@@ -93,7 +93,7 @@ def register_method(key: str, task: str = "classification") -> Callable[[type[Me
 
     def deco(cls: type[Method]) -> type[Method]:
         taken = {**CLASSIFICATION_METHODS, **USER_METHODS}
-        if key in taken and taken[key] is not cls or key in SEGMENTATION_METHOD_KEYS:
+        if (key in taken and taken[key] is not cls) or key in SEGMENTATION_METHOD_KEYS:
             raise ValueError(f"method key {key!r} is already taken")
         cls.registry_key = key
         cls.task = task

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.adapter import Bottleneck, block_widths, hidden_layout, pool_hidden
 from downstream.contract import HeadMethod, make_head
+from downstream.methods.adapter import Bottleneck, block_widths, hidden_layout, pool_hidden
 
 
 def _expand(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downstream.methods.visual_prompt import make_prompter, prompt_and_head_groups
 from downstream.contract import HeadMethod, make_head
+from downstream.methods.visual_prompt import make_prompter, prompt_and_head_groups
 
 
 def discrepancy(prompted: torch.Tensor, plain: torch.Tensor, kind: str) -> torch.Tensor:
