@@ -159,3 +159,21 @@ def build_method(key: str, backbone: nn.Module, num_classes: int, cfg: Any) -> M
     """
     cls = get_method_class(key)
     return cls(backbone, num_classes, cfg, key=key)
+
+
+def is_segmentation(method: str = "", task: str = "") -> bool:
+    """The one rule for "does this cell run through ``run_segmentation``?".
+
+    True for a segmentation method key (``seg-*``, ``mask-guided`` or a registered segmentation method) or a
+    bundled segmentation task (``seg_tissue``, ``mask_guided_tissue``...); a shard-set task (``shards:<dir>``) is
+    decided by its method. Unknown method keys count as classification (the classification CLI reports them).
+    """
+    from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
+
+    if method:
+        try:
+            if method_task(method) == "segmentation":
+                return True
+        except KeyError:
+            pass
+    return task in SEGMENTATION_TASKS

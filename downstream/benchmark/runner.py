@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from downstream.benchmark.config import BenchmarkConfig
-from downstream.benchmark.matrix import Cell, is_segmentation
+from downstream.benchmark.matrix import Cell
+from downstream.registry import is_segmentation
 
 CELLS_DIR = "cells"
 Progress = Callable[[str], None]
