@@ -25,7 +25,7 @@ SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
 @dataclass
-class OptimConfig:
+class TransferOptimConfig:
     """SGD training of the non-closed-form methods (VPT/Bahng protocol: SGD, momentum 0.9, warmup + cosine).
 
     Attributes:
@@ -271,7 +271,7 @@ class DownstreamConfig:
     device: str = "auto"
     progress: bool = True
     save_delta: bool = True
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: TransferOptimConfig = field(default_factory=TransferOptimConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     partial: PartialConfig = field(default_factory=PartialConfig)

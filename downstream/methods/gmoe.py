@@ -27,9 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from downstream.contract import HeadMethod, make_head
 from downstream.methods.adapter import Bottleneck, block_widths, hidden_layout, pool_hidden
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
 
 
 def _expand(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -47,7 +46,6 @@ def build_general_backbone(cfg: Any) -> nn.Module:
     )
 
 
-@register_method("gmoe-adapter")
 class GMoEAdapter(HeadMethod):
     """Per-block gated experts fusing a general backbone into a medical one (see module docstring).
 

@@ -86,7 +86,8 @@ def tissue_demo(
     Returns:
         ``{"runs": {name: {"metrics", "ci95", "train_seconds", "time_per_epoch_s"}}, "overlay", "summary_file"}``.
     """
-    from downstream.segmentation.loop import predict_masks, resolve_device
+    from downstream.runtime import resolve_device
+    from downstream.segmentation.loop import predict_masks
     from downstream.segmentation.run import run_single
     from downstream.segmentation.tasks import load_split
 
