@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nibabel as nib
 import numpy as np
 
+from bench._common import BenchRun
 from lvmmed.data import samples
 
 
@@ -154,14 +154,10 @@ def _profile(src: Path, out: Path, size: int, top: int = 15) -> list[dict]:
              "cum_s": round(v[3], 3), "own_share": round(v[2] / total, 3)} for k, v in rows]  # fmt: skip
 
 
-def _machine() -> dict:
+def _libraries() -> dict:
     from importlib.metadata import version  # not `import torch`: the parent must stay fork-safe
 
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "numpy": np.__version__, "pillow": version("pillow"), "nibabel": nib.__version__,
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+    return {"numpy": np.__version__, "pillow": version("pillow"), "nibabel": nib.__version__}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -175,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     min_slices = args.min_slices or (1800 if args.quick else 5000)
     args.size = args.size or (96 if args.quick else 224)
-    machine = _machine()
+    run = BenchRun("data_prep", quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
         tmp = Path(tmp)
         n_files, n_slices = _prepare(tmp / "src", min_slices)
@@ -183,19 +179,18 @@ def main(argv: list[str] | None = None) -> dict:
         pool = _convert(tmp / "src", tmp / "pool", 2, args.size)
         raw = _raw(tmp / "src", tmp / "raw", _written_slices(tmp / "single"))
         profile = _profile(tmp / "src", tmp / "profile", args.size)
-    machine["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     ratios = {
         "pool_over_single": round(pool["slices_per_s"] / single["slices_per_s"], 3),
         "pool_over_raw": round(pool["slices_per_s"] / raw["slices_per_s"], 3),
         # CPU cost per slice, single / pool: ~1 means the pool adds no overhead, so a wall-clock ratio below 2
-        # comes from the machine not granting 2 cores (see cores_used and loadavg), not from the converter.
+        # comes from the machine not granting 2 cores (see cores_used and load_average), not from the converter.
         "cpu_per_slice_single_over_pool": round(
             (single["cpu_seconds"] / single["slices"]) / (pool["cpu_seconds"] / pool["slices"]), 3
         ),
     }
-    result = {
-        "benchmark": "data_prep",
-        "quick": args.quick,
+    run.target("pool_over_single", ratios["pool_over_single"], ">=", 1.8)
+    run.target("pool_over_raw", ratios["pool_over_raw"], ">=", 0.5)
+    figures = {
         "input": {
             "files": n_files,
             "volume_slices": n_slices,
@@ -208,16 +203,13 @@ def main(argv: list[str] | None = None) -> dict:
         "raw": raw,
         "raw_writes_the_same_slices": raw["slices"] == pool["slices"] == single["slices"],
         "ratios": ratios,
-        "targets": {"pool_over_single": 1.8, "pool_over_raw": 0.5},
-        "met": {k: ratios[k] >= v for k, v in {"pool_over_single": 1.8, "pool_over_raw": 0.5}.items()},
-        "note": "wall-clock ratios need 2 idle cores; on a shared machine compare cores_used and loadavg",
+        "note": "wall-clock ratios need 2 idle cores; on a shared machine compare cores_used and load_average",
         "profile_single_one_volume": profile,
-        "machine": machine,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "libraries": _libraries(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"ratios": ratios, "pool": pool, "single": single, "raw": raw}, indent=1))
+    result = run.finish(figures, args.out)
+    print(json.dumps({"ratios": ratios, "pool": pool, "single": single, "raw": raw,
+                      "load_average": result["load_average"]}, indent=1))  # fmt: skip
     return result
 
 

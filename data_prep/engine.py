@@ -25,7 +25,7 @@ from typing import Any
 from lvmmed.data.shards import MANIFEST_NAME
 
 from .manifest import build_manifest, write_failures, write_manifest
-from .splits import assign_splits
+from .patient_split import assign_splits
 from .writer import EncodedSample, ShardSetWriter, read_journal
 
 ERROR_KINDS = ("error", "missing_mask")  # failure kinds that count against max_failure_fraction
@@ -222,7 +222,7 @@ def official_splits(tasks: list[Task], fractions: list[float]) -> dict[str, str]
     """``{group: split}`` from the release's official split (``params["official_split"]`` of every task).
 
     Official test and val stay as they are. When the release has no val split, val is cut from the official
-    train groups by rank (:func:`~data_prep.splits.assign_splits`) at ``val / (train + val)``.
+    train groups by rank (:func:`~data_prep.patient_split.assign_splits`) at ``val / (train + val)``.
 
     Raises:
         ConfigError: a task without an official split, or a patient the release puts in two official splits.

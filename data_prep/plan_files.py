@@ -22,7 +22,7 @@ from lvmmed.data.readers.images import IMAGE_EXTENSIONS
 
 from .engine import Task
 from .plan_volumes import axis_tasks, prepared_volume
-from .process import pseudonym, record_samples
+from .records_to_samples import pseudonym, record_samples
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

@@ -31,7 +31,7 @@ from .catalog_release import (
 )
 from .engine import Task
 from .plan_volumes import axis_tasks, first_axis_only, prepared_volume
-from .process import pseudonym, record_samples
+from .records_to_samples import pseudonym, record_samples
 
 _MASK_KEYS = ("masks", "mask_path", "label_path", "segs")  # task params naming a mask (all planners)
 HDF5_BLOCK = 4096  # patches per task: ~110 MB of 96x96x3 uint8 in a worker at most

@@ -19,7 +19,7 @@ from typing import Any
 from lvmmed.data.readers import ImageRecord
 
 from .engine import Task
-from .process import normalize_record
+from .records_to_samples import normalize_record
 
 AXIS_TASKS_BELOW = 8  # volumes: fewer than this are split into axis tasks (a property of the input, not of workers)
 _CACHE: dict[tuple, tuple[ImageRecord, tuple[ImageRecord, list[float]]]] = {}
