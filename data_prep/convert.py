@@ -1,9 +1,10 @@
 """``convert``: any collection (``--format``) or a catalog entry (``NAME``) → one shard set.
 
 Steps: resolve the typed :class:`~data_prep.config.ConvertConfig` (catalog defaults < ``--config`` YAML <
-``key=value``), extract an archive ``--src`` safely, check a catalog entry's expected layout, plan the tasks
-(:mod:`data_prep.plan_dicom`, :mod:`data_prep.plan_files`), run them (:func:`data_prep.engine.run_tasks`), and
-decide the exit status from the failure fraction.
+``key=value``), extract an archive ``--src`` safely, check a catalog entry's layout, plan the tasks (a catalog
+entry's release description through :mod:`data_prep.plan_release`; ``--format`` alone through
+:mod:`data_prep.plan_dicom` / :mod:`data_prep.plan_files`), print the :class:`Plan` (``--dry-run`` stops here),
+run the tasks (:func:`data_prep.engine.run_tasks`), and decide the exit status from the failure fraction.
 """
 
 from __future__ import annotations
@@ -181,6 +182,11 @@ def _plan(folder: Path, cfg: ConvertConfig, cfg_dict: dict[str, Any], entry) -> 
     return tasks, failures, info
 
 
+def _plan_for_manifest(counts: dict[str, Any]) -> dict[str, Any]:
+    """The plan's counts only: file names (examples, notes) stay out of the shard set (folders may name people)."""
+    return {k: v for k, v in counts.items() if k not in ("ignored_examples", "notes")}
+
+
 def _convert_folder(
     folder: Path,
     src: Path,
@@ -216,7 +222,7 @@ def _convert_folder(
     result = run_tasks(
         tasks, cfg_dict, out, name=cfg_dict["name"], source=description, modality=info["modality"],
         label_names=info.get("label_names"), mask_labels=info.get("mask_labels"), workers=cfg.workers,
-        overwrite=overwrite, progress=progress, extra_manifest={"plan": info["plan"]},
+        overwrite=overwrite, progress=progress, extra_manifest={"plan": _plan_for_manifest(info["plan"])},
     )  # fmt: skip
     if plan_failures and not result.already_complete:
         result.failures = plan_failures + result.failures

@@ -221,17 +221,22 @@ def _plan_dicom(src: Path, cfg: dict[str, Any]) -> tuple[list[Task], list, dict]
 
 def _plan_hdf5(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list[Task], list, dict]:
     """PatchCamelyon-style ``*_x.h5`` (patches) + ``*_y.h5`` (labels) + optional ``*_meta.csv`` (``wsi``)."""
-    from lvmmed.data.readers.hdf5 import hdf5_length
+    from lvmmed.data.readers.hdf5 import hdf5_length, read_hdf5_labels
 
     scan = scan_release(src, release)
     names_map = release.labels.names if release.labels else {}
-    tasks, failures, notes, split_values = [], [], [], []
-    names = sorted(set(names_map.values())) or None
+    tasks, notes, split_values, class_values, used = [], [], [], [], set()
+    files = []
     for item in scan.items:
         x = src / item.rel
-        y = x.with_name(x.name.replace("_x.h5", "_y.h5"))
-        meta_csv = x.with_name(x.name.replace("_x.h5", "_meta.csv"))
+        y, meta_csv = (x.with_name(x.name.replace("_x.h5", suffix)) for suffix in ("_y.h5", "_meta.csv"))
+        used |= {p.relative_to(src).as_posix() for p in (y, meta_csv) if p.is_file()}
         n = hdf5_length(x, "x")
+        labels = [names_map.get(str(v), str(v)) for v in read_hdf5_labels(y, 0, n)] if y.is_file() else None
+        class_values += labels or []
+        files.append((item, x, y, meta_csv, n, labels))
+    names = sorted(set(class_values)) or None
+    for item, x, y, meta_csv, n, labels in files:
         wsi = None
         if release.patient == "hdf5" and meta_csv.is_file():
             header, rows = read_csv_rows(meta_csv)
@@ -244,15 +249,16 @@ def _plan_hdf5(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list[T
             keys = [f"wsi:{wsi[i]}" if wsi else f"patch:{item.rel}:{i}" for i in range(start, stop)]
             patients = [pseudonym(k, cfg) for k in keys]
             params = {"start": start, "stop": stop, "patients": patients, "official_split": split,
-                      "has_labels": y.is_file(), "names_map": names_map, "label_names": names,
+                      "has_labels": labels is not None, "names_map": names_map, "label_names": names,
                       "volume": pseudonym("file:" + item.rel, cfg), "n_images": stop - start}  # fmt: skip
             tasks.append(Task(len(tasks), "data_prep.plan_release:process_hdf5", f"{item.rel}[{start}:{stop}]",
                               [str(x), str(y)], sorted(set(patients)), params))  # fmt: skip
             split_values += [split] * (stop - start)
-    plan = _plan_counts(tasks, failures, None, {}, scan.ignored, notes)
+    plan = _plan_counts(tasks, [], None, {}, [f for f in scan.ignored if f not in used], notes)
     plan["official_splits"] = summarize_counts(split_values) if any(split_values) else None
-    plan["classes"] = None
-    return tasks, failures, _info(cfg, names, False, plan)
+    plan["classes"] = summarize_counts(class_values) if names else None
+    plan["unlabelled"] = sum(t.params["n_images"] for t in tasks if not t.params["has_labels"]) if names else None
+    return tasks, [], _info(cfg, names, False, plan)
 
 
 def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
