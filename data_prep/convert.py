@@ -28,6 +28,9 @@ from .safety import extract_archive, is_archive
 
 log = logging.getLogger(__name__)
 
+# Keys of the generic folder planners; a catalog entry's release description replaces them (never ignored silently).
+_FOLDER_KEYS = {"label_pattern": "", "image_glob": "", "exclude_glob": "", "layout": "auto", "patient_from": "stem"}
+
 # Formats without a catalog entry that still go through a release description (no layout knowledge needed).
 GENERIC_RELEASES = {
     "metaimage": Release(r"(?:.*/)?[^/]+\.(?:mhd|mha)"),
@@ -172,6 +175,13 @@ def _plan(folder: Path, cfg: ConvertConfig, cfg_dict: dict[str, Any], entry) -> 
         raise ConfigError("a labels CSV cannot be used with DICOM input (no header field to join it on); "
                           "remove labels= / --labels")  # fmt: skip
     release = entry.release if entry is not None else GENERIC_RELEASES.get(cfg.format)
+    if entry is not None and cfg.format != "dicom":
+        unused = [k for k, default in _FOLDER_KEYS.items() if getattr(cfg, k) != default]
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)}: {entry.name}'s release description says which files are images, masks, "
+                "labels and patients; these keys apply to --format without a catalog NAME"
+            )
     if release is not None:
         plan_cfg = dict(cfg_dict, labels=str(_labels_path(folder, cfg.labels)) if cfg.labels else "")
         return plan_release(folder, plan_cfg, release)

@@ -89,6 +89,12 @@ def test_a_labels_csv_for_dicom_is_an_error(tmp_path, capsys):
     assert main(["convert", "--format", "dicom", *argv[2:]]) == 2
 
 
+def test_folder_keys_are_refused_for_a_catalog_entry(tmp_path, capsys):
+    src = build_tree(tmp_path / "busi", TREES["busi"])
+    assert main(["convert", "busi", "--src", str(src), "--out", str(tmp_path / "o"), "layout=pairs"]) == 2
+    assert "layout" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_layout_error_names_the_release_pattern(tmp_path, capsys):
     (tmp_path / "Dataset_BUSI_with_GT").mkdir()
     (tmp_path / "Dataset_BUSI_with_GT" / "readme.txt").write_text("x")
