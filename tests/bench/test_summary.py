@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench import summary
 from bench._common import BenchRun
+from lvmmed.markers import read_block
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -63,3 +64,9 @@ def test_every_committed_result_records_quick_load_and_met_flags():
         start, end = summary.find_load(data)
         assert summary.find_quick(data) is not None, f"{path.name}: no quick/full flag"
         assert start and end, f"{path.name}: load average at start and end not recorded"
+
+
+def test_committed_readme_table_is_current():
+    readme = RESULTS.parent / "README.md"
+    body = summary.build_table(RESULTS)
+    assert read_block(readme, summary.BLOCK) == body, "bench/README.md is stale: run `python bench/summary.py`"
