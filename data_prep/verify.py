@@ -149,6 +149,8 @@ def verify_shards(root: str | Path, deep: bool = True) -> VerifyReport:
             if n != shard["count"]:
                 report.problems.append(f"{name}: {n} samples, manifest says {shard['count']}")
     counts = manifest.data.get("counts", {})
+    if not manifest.shards or sum(manifest.count(split) for split in SPLITS) == 0:
+        report.problems.append("the set is empty (no shards or no samples): a conversion that wrote nothing")
     for split in SPLITS:
         if counts.get(split, 0) != manifest.count(split):
             report.problems.append(f"counts[{split}]={counts.get(split)} but shards sum to {manifest.count(split)}")

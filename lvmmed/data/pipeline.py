@@ -282,6 +282,7 @@ class TwoViewStream(IterableDataset):
                     "epoch": epoch,
                     "skipped": handler.skipped,
                     "seen": handler.seen,
+                    "skip_errors": list(handler.last),  # the last few skip reasons (naming the shard), for reports
                 }
                 views0, views1, indices = [], [], []
                 n_batches -= 1
