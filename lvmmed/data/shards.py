@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from lvmmed.data.remote import Location, RemoteError, is_remote, parse_location, read_bytes
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -78,10 +80,11 @@ class ShardFormatError(ValueError):
 
 @dataclass
 class Manifest:
-    """Parsed ``manifest.json`` of one shard set."""
+    """Parsed ``manifest.json`` of one shard set (local, or remote with ``location`` set)."""
 
     root: Path
     data: dict[str, Any] = field(default_factory=dict)
+    location: Location | None = None
 
     @property
     def name(self) -> str:
@@ -96,8 +99,12 @@ class Manifest:
         return sum(int(s["count"]) for s in self.shards if split is None or s["split"] == split)
 
     def urls(self, split: str | None = None) -> list[str]:
-        """Local paths of the shards of ``split`` (all when None), in manifest order."""
-        return [str(self.root / s["name"]) for s in self.shards if split is None or s["split"] == split]
+        """Paths (or URLs) of the shards of ``split`` (all when None), in manifest order."""
+        return [self.url(s["name"]) for s in self.shards if split is None or s["split"] == split]
+
+    def url(self, name: str) -> str:
+        """Path or URL of one file of the set."""
+        return self.location.url(name) if self.location else str(self.root / name)
 
     @property
     def label_names(self) -> list[str] | None:
@@ -109,11 +116,29 @@ class Manifest:
 
 
 def load_manifest(root: str | Path) -> Manifest:
-    """Reads ``<root>/manifest.json``.
+    """Reads the manifest of a shard set: a local directory (or its ``manifest.json``) or a remote location.
+
+    Remote locations (``https://``, ``s3://``, ``gs://``, brace patterns, ``pipe:``) are described in
+    :mod:`lvmmed.data.remote`; a pattern keeps only the shards it lists.
 
     Raises:
-        ShardFormatError: The directory has no manifest, or it is not valid JSON of this format.
+        ShardFormatError: No manifest there, or it is not valid JSON of this format, or a pattern lists shards
+            the manifest does not have.
     """
+    spec = str(root)
+    if is_remote(spec) or ("{" in spec and ".." in spec):
+        try:
+            location = parse_location(spec)
+            text = read_bytes(location.manifest_url).decode()
+        except RemoteError as err:
+            raise ShardFormatError(f"{err}. A shard set needs its {MANIFEST_NAME} next to the shards.") from None
+        data = _parse_manifest(text, location.manifest_url)
+        if location.names is not None:
+            listed = {s["name"]: s for s in data.get("shards", [])}
+            if missing := [n for n in location.names if n not in listed]:
+                raise ShardFormatError(f"{spec}: shards {missing[:5]} are not in {location.manifest_url}")
+            data = {**data, "shards": [listed[n] for n in location.names]}
+        return Manifest(root=Path(location.base.rsplit("/", 1)[-1] or "remote"), data=data, location=location)
     root = Path(root)
     file = root / MANIFEST_NAME if root.is_dir() else root
     if not file.is_file():
@@ -121,13 +146,18 @@ def load_manifest(root: str | Path) -> Manifest:
             f"No {MANIFEST_NAME} in {root}. Shard sets are made by `python -m data_prep convert ...`; "
             "an interrupted conversion leaves no manifest (re-run it to resume)."
         )
+    return Manifest(root=file.parent, data=_parse_manifest(file.read_text(), str(file)))
+
+
+def _parse_manifest(text: str, source: str) -> dict[str, Any]:
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ShardFormatError(f"{file} is not valid JSON: {err}") from None
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ShardFormatError(f"{file}: format_version {data.get('format_version')} != {FORMAT_VERSION}")
-    return Manifest(root=file.parent, data=data)
+        raise ShardFormatError(f"{source} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        raise ShardFormatError(f"{source}: format_version {version} != {FORMAT_VERSION}")
+    return data
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
