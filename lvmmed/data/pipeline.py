@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvmmed.data.augment import AugmentConfig, TwoViewTransform
 from lvmmed.data.channels import to_chw
-from lvmmed.data.remote import is_remote
+from lvmmed.data.remote import is_remote, require_backend
 from lvmmed.data.shards import MANIFEST_NAME, ShardFormatError, decode_sample, load_manifest
 from lvmmed.data.split import epoch_batches, epoch_part_size, epoch_ranges, part_of, resampled_shards
 
@@ -256,6 +256,8 @@ class TwoViewStream(IterableDataset):
 
     def _tar_samples(self, handler: SkipCounter) -> Any:
         """webdataset stage: shard URLs -> raw samples, through the file cache when ``data.cache_dir`` is set."""
+        for s in self.sets:  # fsspec gopen handlers (s3://, gs://) in this worker process too
+            require_backend(s.urls[0])
         if not self.data.cache_dir:
             return wds.tarfile_to_samples(handler=handler)
         cache = wds.cache.FileCache(cache_dir=self.data.cache_dir, handler=handler)

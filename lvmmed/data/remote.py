@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import braceexpand
-from webdataset import gopen as wds_gopen
+from webdataset.gopen import gopen, gopen_schemes
 
 MANIFEST = "manifest.json"
 
@@ -72,7 +72,7 @@ def require_backend(location: str) -> None:
             f"{location}: reading {proto}:// shards needs the fsspec backend package `{package}`, which is not "
             f"installed. Install it with `pip install {package}` (or the extra: `pip install 'lvmmed[remote]'`)."
         ) from None
-    wds_gopen.gopen_schemes[proto] = _gopen_fsspec
+    gopen_schemes[proto] = _gopen_fsspec
 
 
 class RemoteError(ValueError):
@@ -87,7 +87,7 @@ def read_bytes(url: str) -> bytes:
     """
     require_backend(url)
     try:
-        stream = wds_gopen.gopen(url)
+        stream = gopen(url)
         try:
             data = stream.read()
         finally:
