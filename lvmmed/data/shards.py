@@ -8,7 +8,9 @@ A shard set is a directory::
 Each tar holds samples whose members are contiguous and named ``<key>.<ext>``; ``key`` has no dots
 (webdataset splits at the first dot). Extensions:
 
-* ``image.npy``: float16, HxW (grey) or HxWx3 (colour), intensities already normalised to [0, 1].
+* ``image.npy``: float16, HxW (grey) or HxWx3 (colour), intensities already normalised to [0, 1]; or
+  ``image.png`` (data_prep ``encoding: png``): integers ``q`` with image ``= q / meta.image_scale``, equal to the
+  float16 path within float16 rounding (:mod:`lvmmed.data.codecs`). Readers accept both, per sample.
 * ``mask.npy`` (optional): uint8 HxW label map (0 = background), same grid as the image.
 * ``meta.json``: allow-listed technical fields only (:data:`META_FIELDS`). Never a header dump, never
   patient identifiers: ``patient`` and ``volume`` are salted hashes.
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from lvmmed.data.codecs import decode_png
 from lvmmed.data.remote import Location, RemoteError, is_remote, parse_location, read_bytes
 
 FORMAT_VERSION = 1
@@ -56,6 +59,7 @@ META_FIELDS = (
     "label",  # integer class label, or null
     "label_name",  # class name, or null
     "mask_labels",  # names of the mask values, index = value, or null
+    "image_scale",  # image.png only: the stored integers divided by this give the [0, 1] image
 )
 
 MANIFEST_FIELDS = (
@@ -105,6 +109,11 @@ class Manifest:
     def url(self, name: str) -> str:
         """Path or URL of one file of the set."""
         return self.location.url(name) if self.location else str(self.root / name)
+
+    @property
+    def encoding(self) -> str:
+        """Image encoding the converter was configured with (``npy`` or ``png``; recorded in its config)."""
+        return str(self.data.get("encoding") or (self.data.get("config") or {}).get("encoding") or "npy")
 
     @property
     def label_names(self) -> list[str] | None:
@@ -183,6 +192,23 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_image(members: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+    """The image of a sample from its ``image.npy`` (float16) or ``image.png`` (+ ``meta.image_scale``) member.
+
+    Raises:
+        ShardFormatError: Neither member, or one that does not decode.
+    """
+    try:
+        if "image.npy" in members:
+            data = members["image.npy"]
+            return decode_npy(data) if isinstance(data, bytes) else data
+        if "image.png" in members:
+            return decode_png(members["image.png"], meta.get("image_scale"))
+    except (ValueError, OSError) as err:
+        raise ShardFormatError(f"image does not decode: {err}") from None
+    raise ShardFormatError(f"no image.npy or image.png among {sorted(members)}")
+
+
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Decodes a raw webdataset sample dict into ``{"key", "image", "mask", "meta", "url"}``.
 
@@ -190,11 +216,11 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     decoders are ever registered).
 
     Raises:
-        ShardFormatError: ``image.npy`` or ``meta.json`` is missing.
+        ShardFormatError: The image (``image.npy`` or ``image.png``) or ``meta.json`` is missing or bad.
     """
-    if "image.npy" not in sample or "meta.json" not in sample:
+    if not ("image.npy" in sample or "image.png" in sample) or "meta.json" not in sample:
         raise ShardFormatError(
-            f"sample {sample.get('__key__')!r} in {sample.get('__url__')!r} lacks image.npy/meta.json "
+            f"sample {sample.get('__key__')!r} in {sample.get('__url__')!r} lacks image.npy|png / meta.json "
             f"(has {sorted(k for k in sample if not k.startswith('__'))})"
         )
     meta = sample["meta.json"]
@@ -202,7 +228,7 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     out = {
         "key": sample.get("__key__"),
         "url": sample.get("__url__"),
-        "image": decode_npy(sample["image.npy"]) if isinstance(sample["image.npy"], bytes) else sample["image.npy"],
+        "image": decode_image(sample, meta),
         "mask": None,
         "meta": meta,
     }
