@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lvmmed.data.codecs import encode_png
+from lvmmed.data.codecs import encode_mask_png, encode_png
 from lvmmed.data.deid import sanitize_meta
 from lvmmed.data.shards import encode_npy
 
@@ -76,7 +76,10 @@ def make_sample(
             raise ValueError(f"sample {key}: mask shape {mask.shape} != image grid {image.shape[:2]}")
         if mask.size and (mask.min() < 0 or mask.max() > 255):
             raise ValueError(f"sample {key}: mask values must fit uint8")
-        members["mask.npy"] = encode_npy(np.ascontiguousarray(mask.astype(np.uint8)))
+        if encoding == "png":
+            members["mask.png"] = encode_mask_png(mask)
+        else:
+            members["mask.npy"] = encode_npy(np.ascontiguousarray(mask.astype(np.uint8)))
     meta = dict(meta, split=split, channels=3 if image16.ndim == 3 else 1)
     members["meta.json"] = json.dumps(sanitize_meta(meta), sort_keys=True).encode()
     return EncodedSample(key=key, split=split, members=members)

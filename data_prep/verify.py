@@ -20,14 +20,14 @@ from lvmmed.data.shards import (
     SPLITS,
     ShardFormatError,
     decode_image,
-    decode_npy,
+    decode_sample,
     load_manifest,
     sha256_file,
 )
 
 from .safety import UnsafeArchiveError, check_member_name
 
-MEMBER_EXTS = ("image.npy", "image.png", "mask.npy", "meta.json")
+MEMBER_EXTS = ("image.npy", "image.png", "mask.npy", "mask.png", "meta.json")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _check_sample(key: str, members: dict[str, bytes], split: str, where: str) -
     try:
         meta = json.loads(members["meta.json"])
         image = decode_image(members, meta)
-        mask = decode_npy(members["mask.npy"]) if "mask.npy" in members else None
+        mask = decode_sample({"__key__": key, **members})["mask"]
     except (ValueError, json.JSONDecodeError) as err:
         return [*problems, f"{where}: sample {key} does not decode without pickle: {err}"]
     if image.dtype.kind != "f" or image.ndim not in (2, 3):
@@ -187,7 +187,7 @@ def inspect_shards(root: str | Path, n_samples: int = 3) -> str:
             meta = json.loads(members["meta.json"])
             labels[(shard["split"], meta.get("label_name"), meta.get("modality"))] += 1
             image = decode_image(members, meta)
-            shapes[tuple(image.shape) + (("mask",) if "mask.npy" in members else ())] += 1
+            shapes[tuple(image.shape) + (("mask",) if {"mask.npy", "mask.png"} & set(members) else ())] += 1
             if len(examples) < n_samples:
                 examples.append({"key": key, **meta})
     lines.append("  split / label / modality:")

@@ -11,8 +11,9 @@
   [0, 1] (``2^-12`` for values in [0.5, 1)). So PNG and float16 decodes differ by less than ``2^-11``, one float16
   step on [0.5, 1). (Near 0 float16 is finer than this grid; the difference stays below the bound above.)
 
-Colour (HxWx3) images are stored as PNG only on the 8-bit grid (PNG has 16-bit colour, but Pillow cannot write it);
-other colour images stay ``image.npy``, so one shard set may mix both members. Nothing is pickled: PNGs are decoded
+Masks are stored as 8-bit grey ``mask.png`` with the PNG encoding (exact). Colour (HxWx3) images are stored as PNG
+only on the 8-bit grid (PNG has 16-bit colour, but Pillow cannot write it); other colour images stay ``image.npy``,
+so one shard set may mix both members. Nothing is pickled: PNGs are decoded
 by Pillow with its decompression-bomb limit, ``.npy`` with ``allow_pickle=False``.
 """
 
@@ -55,6 +56,29 @@ def encode_png(image: np.ndarray, levels: float | None = None) -> tuple[bytes, i
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=6)
     return buf.getvalue(), scale
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """A uint8 label map as a grey PNG (label maps are mostly constant runs: typically 20-50x smaller than npy)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8))).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_mask_png(data: bytes) -> np.ndarray:
+    """uint8 label map from ``mask.png``.
+
+    Raises:
+        ValueError: Not an 8-bit grey PNG.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        if img.mode != "L":
+            raise ValueError(f"mask.png must be 8-bit grey, got mode {img.mode}")
+        return np.asarray(img)
 
 
 def decode_png(data: bytes, scale: Any) -> np.ndarray:

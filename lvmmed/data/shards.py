@@ -11,7 +11,8 @@ Each tar holds samples whose members are contiguous and named ``<key>.<ext>``; `
 * ``image.npy``: float16, HxW (grey) or HxWx3 (colour), intensities already normalised to [0, 1]; or
   ``image.png`` (data_prep ``encoding: png``): integers ``q`` with image ``= q / meta.image_scale``, equal to the
   float16 path within float16 rounding (:mod:`lvmmed.data.codecs`). Readers accept both, per sample.
-* ``mask.npy`` (optional): uint8 HxW label map (0 = background), same grid as the image.
+* ``mask.npy`` (optional): uint8 HxW label map (0 = background), same grid as the image; ``mask.png`` with the
+  PNG encoding.
 * ``meta.json``: allow-listed technical fields only (:data:`META_FIELDS`). Never a header dump, never
   patient identifiers: ``patient`` and ``volume`` are salted hashes.
 
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from lvmmed.data.codecs import decode_png
+from lvmmed.data.codecs import decode_mask_png, decode_png
 from lvmmed.data.remote import Location, RemoteError, is_remote, parse_location, read_bytes
 
 FORMAT_VERSION = 1
@@ -235,6 +236,11 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     if "mask.npy" in sample:
         m = sample["mask.npy"]
         out["mask"] = decode_npy(m) if isinstance(m, bytes) else m
+    elif "mask.png" in sample:
+        try:
+            out["mask"] = decode_mask_png(sample["mask.png"])
+        except (ValueError, OSError) as err:
+            raise ShardFormatError(f"sample {sample.get('__key__')!r}: mask does not decode: {err}") from None
     return out
 
 
