@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     final = checkpoint_now() if saved["step"] != trainer["step"] else saved["path"]
     export_dir = None
-    if cfg.export_at_end and accelerator.is_main_process:
+    # One export per machine: the main process, and the local main of every machine that does not see the main
+    # process's files (no shared filesystem; rank files are written at start-up, long before this point).
+    seen_by_main = accelerator.is_main_process or (out / "processes" / "rank0.json").is_file()
+    if cfg.export_at_end and (accelerator.is_main_process or (accelerator.is_local_main_process and not seen_by_main)):
         export_dir = export_backbone(accelerator.unwrap_model(model).backbone, out / "export", cfg, trainer["step"])
         log.info("exported backbone to %s", export_dir)
     accelerator.wait_for_everyone()
