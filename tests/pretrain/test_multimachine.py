@@ -1,9 +1,10 @@
 """Pretraining from shards served over HTTP, and a real two-"machine" run on this box.
 
-The two-machine test starts two ``accelerate launch`` processes with ``--num_machines 2 --machine_rank {0,1}
---main_process_ip 127.0.0.1`` (CPU/gloo: ``ACCELERATE_USE_CPU=1`` with ``--multi_gpu``; ``--cpu`` would silently start
-one process), each with its own output directory like machines without a shared disk, both reading the shard set
-from a loopback HTTP server. Only 127.0.0.1 is ever used.
+The two-machine test starts two ``accelerate launch --config_file configs/accelerate/multi_node_cpu.yaml``
+processes with ``--num_machines 2 --machine_rank {0,1} --main_process_ip 127.0.0.1`` (CPU/gloo:
+``ACCELERATE_USE_CPU=1`` with ``distributed_type: MULTI_GPU``; ``--cpu`` would silently start one process), each
+with its own output directory like machines without a shared disk, both reading the shard set from a loopback HTTP
+server. Only 127.0.0.1 is ever used.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def test_two_machines_over_loopback_gather_one_graph_and_export_the_same_weights
         )
         cmd = [
             sys.executable, "-m", "accelerate.commands.launch",
-            "--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine),
-            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-            "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--config_file", str(REPO / "configs" / "accelerate" / "multi_node_cpu.yaml"),
+            "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(machine),
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port), "--dynamo_backend", "no",
             "-m", "pretrain", *argv,
         ]  # fmt: skip
         log = (tmp_path / f"machine{machine}.log").open("w")
