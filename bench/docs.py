@@ -23,7 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.summary import describe_targets, find_load, find_met, find_quick, fmt  # noqa: E402
+from bench.summary import describe_targets, find_load, find_met, find_quick, fmt, overloaded  # noqa: E402
 from lvmmed.markers import MarkerError, read_block, write_block  # noqa: E402
 
 
@@ -67,7 +67,8 @@ class Result:
         start, end = find_load(self.data)
         load = " → ".join(fmt(round(x[0], 2)) if x else "?" for x in (start, end))
         text = {True: "`--quick` run", False: "full run", None: "run (quick/full not recorded)"}[quick]
-        return text + f"{when}, load average {load} (1 min, start → end)"
+        text += f"{when}, load average {load} (1 min, start → end)"
+        return text + ("; above the core count, so the figures measure the load too" if overloaded(self.data) else "")
 
     def caveat(self) -> list[str]:
         """A paragraph that warns about a quick run (empty for a full run)."""

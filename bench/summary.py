@@ -6,7 +6,8 @@ end, the quick/full flag, targets with ``met`` flags, and ratios against a basel
 ``machine.loadavg_after``, ``targets_met``, ``targets.<name>.met``); the readers below find them at any depth, so no
 flag of a nested result is lost. Per file the README shows:
 
-* one status row: full or quick run, load average (1 min) at start → end, targets met;
+* one status row: full or quick run, load average (1 min) at start → end (⚠ when above the CPU count: the
+  figures then measure the load as much as the code), targets met;
 * the targets (value, threshold, met ✓/✗), then the ratios in bold (every numeric leaf whose dotted key contains
   ``ratio``, ``_over_`` or ``_vs_``), then the other numeric figures, flattened to dotted keys.
 
@@ -100,6 +101,14 @@ def find_met(data: dict) -> dict[str, bool]:
     return found
 
 
+def overloaded(data: dict) -> bool:
+    """True when the 1-minute load average at start or end exceeded the machine's CPU count (shared machine)."""
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    cores = machine.get("cpu_count", machine.get("cpus"))
+    loads = [x[0] for x in find_load(data) if x]
+    return isinstance(cores, int) and any(load > cores for load in loads)
+
+
 def describe_targets(data: dict) -> dict[str, str]:
     """``{name: "value op threshold"}`` for the targets whose value and threshold the file holds."""
     out: dict[str, str] = {}
@@ -154,6 +163,8 @@ def status_row(name: str, data: dict) -> str:
         run += f", {data['timestamp']}"
     start, end = find_load(data)
     load = " → ".join(fmt(round(x[0], 2)) if x else "?" for x in (start, end)) if start or end else "not recorded"
+    if overloaded(data):
+        load += " ⚠ above the core count"
     met = find_met(data)
     met_text = f"{sum(met.values())}/{len(met)}" if met else "no targets"
     return f"| {name} | {run} | {load} | {met_text} |"

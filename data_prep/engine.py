@@ -95,14 +95,28 @@ def _run_one(args: tuple[Task, dict[str, Any]]) -> tuple[int, list[EncodedSample
     try:
         result = _resolve(task.processor)(task, cfg)
         samples, failures = (result[0], list(result[1])) if isinstance(result, tuple) else (result, [])
+        failures = [{**f, "reason": relative_reason(str(f.get("reason", "")), task)} for f in failures]
         return task.index, [s.pack() for s in samples], failures  # tar members are encoded here, in the worker
     except SkipInput as err:
-        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": str(err)}]
+        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": relative_reason(str(err), task)}]
     except Exception as err:  # one bad file must not stop the run
         reason = f"{type(err).__name__}: {err}"
         if not str(err):
             reason += " | " + traceback.format_exc(limit=2).replace("\n", " ")
-        return task.index, [], [{"file": task.display, "kind": "error", "reason": reason}]
+        return task.index, [], [{"file": task.display, "kind": "error", "reason": relative_reason(reason, task)}]
+
+
+def relative_reason(reason: str, task: Task) -> str:
+    """Failure reasons name files relative to the source root (as ``display`` does), never by absolute path."""
+    if not task.paths:
+        return reason
+    shown = task.display.split(" (")[0].rstrip("/")
+    first = Path(task.paths[0])
+    for candidate in (first, *first.parents):
+        text = str(candidate)
+        if shown and text.endswith(shown) and len(text) > len(shown):
+            return reason.replace(text[: -len(shown)], "")
+    return reason.replace(str(first.parent) + "/", "")
 
 
 def _worker_init() -> None:

@@ -65,7 +65,11 @@ def _method_and_task(config: Path | None, overrides: list[str]) -> tuple[str, st
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m downstream", description=__doc__.split("\n")[0])
+    from lvmmed.errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(
+        prog="python -m downstream", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
+    )
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--print-config", action="store_true")
     parser.add_argument("--eval", type=Path, default=None, help="re-evaluate a finished run directory")
@@ -116,4 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lvmmed.errors import run_cli
+
+    raise SystemExit(run_cli(main, prog="python -m downstream"))

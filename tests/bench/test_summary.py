@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench import summary
 from bench._common import BenchRun
+from lvmmed.markers import read_block
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -16,7 +17,7 @@ LEGACY = {
     "ratios": {"a_over_b": 1.1},
     "targets": {"a_over_b": 0.85, "latency": {"target": 100.0, "measured": 120.0, "met": False}},
     "targets_met": {"a_over_b": True},
-    "machine": {"load_avg_before": [9.5, 8.0, 7.0], "load_avg_after": [11.0, 9.0, 7.5]},
+    "machine": {"cpus": 2, "load_avg_before": [9.5, 8.0, 7.0], "load_avg_after": [11.0, 9.0, 7.5]},
 }
 
 
@@ -35,6 +36,11 @@ def test_readers_on_the_common_schema():
     start, end = summary.find_load(data)
     assert start == data["load_average"]["start"] and end == data["load_average"]["end"]
     assert summary.find_met(data) == {"speedup": True}
+    data["load_average"] = {"start": [0.5, 0.5, 0.5], "end": [1.0, 1.0, 1.0]}
+    data["machine"]["cpu_count"] = 2
+    assert not summary.overloaded(data)
+    data["load_average"]["end"] = [2.5, 1.0, 1.0]
+    assert summary.overloaded(data)
 
 
 def test_table_is_written_between_markers_and_is_stable(tmp_path):
@@ -43,7 +49,7 @@ def test_table_is_written_between_markers_and_is_stable(tmp_path):
     (results / "legacy.json").write_text(json.dumps(LEGACY))
     (results / "broken.json").write_text("{not json")
     body = summary.build_table(results)
-    assert "| legacy | quick | 9.5 → 11 | 1/2 |" in body
+    assert "| legacy | quick | 9.5 → 11 ⚠ above the core count | 1/2 |" in body
     assert "| broken | unreadable (JSONDecodeError) | | |" in body
     assert "| legacy | target `latency` | 120 ≤ 100 ✗ missed |" in body
     assert "| legacy | **ratios.a_over_b** | **1.1** |" in body
@@ -63,3 +69,9 @@ def test_every_committed_result_records_quick_load_and_met_flags():
         start, end = summary.find_load(data)
         assert summary.find_quick(data) is not None, f"{path.name}: no quick/full flag"
         assert start and end, f"{path.name}: load average at start and end not recorded"
+
+
+def test_committed_readme_table_is_current():
+    readme = RESULTS.parent / "README.md"
+    body = summary.build_table(RESULTS)
+    assert read_block(readme, summary.BLOCK) == body, "bench/README.md is stale: run `python bench/summary.py`"

@@ -20,6 +20,7 @@ from lvmmed.data.readers.dicom_file import (
     _floats,
     _group_item,
     _identity,
+    check_declared_size,
     check_decodable,
     read_dataset,
     technical_meta,
@@ -55,6 +56,7 @@ def read_dicom_seg(path: str | Path, fractional_threshold: float = 0.5, force: b
     if ds.get("SOPClassUID") != SegmentationStorage:
         raise ReaderError(path, f"not a DICOM-SEG object (SOP class {getattr(ds.get('SOPClassUID'), 'name', None)})")
     check_decodable(ds, path)
+    check_declared_size(ds, path)
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as err:  # broad on purpose: report any decoder failure with the file name
