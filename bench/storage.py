@@ -18,7 +18,7 @@ Figures:
   repaid many times over where bytes are the bottleneck (object stores, networks).
 * ``max_abs_diff``: largest |PNG − float16| over every pixel of every sample (float32 decodes).
 
-Targets (issue 14): ``bytes_ratio <= 0.35``, ``pipeline_ratio >= 0.8`` and ``max_abs_diff <= 2^-11`` (the float16
+Targets: ``bytes_ratio <= 0.35``, ``pipeline_ratio >= 0.8`` and ``max_abs_diff <= 2^-11`` (the float16
 rounding step on [0.5, 1)) for CT and MR. The JSON records the machine, the load average at start and end and the
 quick flag; timings on a shared machine are noisy, so npy and PNG are timed alternately in the same run.
 
