@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.data.codecs import ENCODINGS
+
 FORMATS = ("dicom", "nifti", "images")
 CHANNEL_MODES = ("keep", "grey", "rgb")
 SPLIT_METHODS = ("rank", "threshold")
@@ -74,6 +76,8 @@ class ConvertConfig:
         mixed_geometry: A DICOM series mixing orientations/shapes is converted as 2-D slices (``slices``, with a
             warning) or reported as a failure (``error``).
         mask_labels: Names of the mask values (index = value) when the source does not define them.
+        encoding: Image member: ``npy`` (float16) or ``png`` (integers on the source grid or a 12-bit grid, about
+            3-4x smaller; equal to float16 within its rounding; see ``lvmmed.data.codecs``).
     """
 
     name: str = ""
@@ -91,6 +95,7 @@ class ConvertConfig:
     ct_window: str = ""
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     channels: str = "keep"
+    encoding: str = "npy"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_unit: str = "patient"
     slab_thickness: int = 16
@@ -121,6 +126,8 @@ class ConvertConfig:
             raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
         if self.split_method not in SPLIT_METHODS:
             raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {self.split_method!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.patient_from not in PATIENT_FROM:

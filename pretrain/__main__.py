@@ -304,7 +304,10 @@ def finish(run: Run, state: TrainState, last_checkpoint: Path | None) -> dict[st
     final = final or checkpoint_now(run, state)
     check_data_quality(run, state)  # after the checkpoint (nothing is lost), before an export is published
     export_dir = None
-    if cfg.export_at_end and accelerator.is_main_process:
+    # One export per machine: the main process, and the local main of every machine that does not see the main
+    # process's files (no shared filesystem; rank files are written at start-up, long before this point).
+    seen_by_main = accelerator.is_main_process or (run.out / "processes" / "rank0.json").is_file()
+    if cfg.export_at_end and (accelerator.is_main_process or (accelerator.is_local_main_process and not seen_by_main)):
         export_dir = export_backbone(accelerator.unwrap_model(state.model).backbone, run.out / "export", cfg,
                                      trainer["step"])  # fmt: skip
         log.info("exported backbone to %s", export_dir)

@@ -101,5 +101,5 @@ def record_samples(
         key = f"{key_prefix}_a{'n' if item.axis is None else item.axis}_s{item.index:05d}"
         mask = None if item.mask2d is None else resize(item.mask2d, size, is_mask=True)
         s = split if isinstance(split, str) else split[str(meta["group"])]
-        out.append(make_sample(key, s, resize(image, size), meta, mask))
+        out.append(make_sample(key, s, resize(image, size), meta, mask, encoding=cfg.get("encoding", "npy")))
     return out
