@@ -86,6 +86,18 @@ def test_library_errors_are_recognised_without_importing_them():
     assert classify(ValueError("user value"), usage_errors=(ValueError,))[0] == 2
 
 
+def test_errors_from_dataloader_workers_show_their_own_message(capsys):
+    from lvmmed.data.pipeline import DataQualityError as StreamQualityError
+
+    wrapped = (
+        "Caught DataQualityError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\nlvmmed.data.pipeline.DataQualityError: 21 of 21 samples were unreadable\n'
+    )
+    assert run_cli(_raiser(StreamQualityError(wrapped)), [], "prog") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prog: error: 21 of 21 samples were unreadable — ") and "Traceback" not in err
+
+
 def test_multi_line_messages_stay_one_error():
     text = format_error("p", "first\nsecond\n", "fix it")
     assert text == "p: error: first\n  second — fix it"
@@ -99,6 +111,7 @@ def test_multi_line_messages_stay_one_error():
         ("downstream.__main__", "main"),
         ("downstream.benchmark.__main__", "main"),
         ("lvmmed.weights", "main"),
+        ("demo.__main__", "main"),
     ],
 )
 def test_every_cli_documents_its_exit_codes(module, entry, capsys):
