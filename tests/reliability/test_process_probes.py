@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from lvmmed.data import samples
 
@@ -57,8 +60,6 @@ def _convert_argv(src: Path, out: Path) -> list[str]:
 
 
 def test_kill_9_mid_conversion_then_resume_is_byte_identical(tmp_path):
-    import shutil
-
     src = tmp_path / "src"
     src.mkdir()
     for name in ("t1_anatomical", "mni152_t1", "epi_4d"):
@@ -87,3 +88,28 @@ def test_kill_9_mid_conversion_then_resume_is_byte_identical(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert _shard_hashes(out) == _shard_hashes(tmp_path / "straight")
     assert len(_shard_hashes(out)) > 2
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {tmp_path} {tmp_path}"],
+                           capture_output=True, timeout=30)  # fmt: skip
+    return probe.returncode == 0
+
+
+def test_output_on_a_real_read_only_mount(tmp_path):
+    """``--out`` on a read-only bind mount (root ignores chmod, a mount does not): one line, exit 1."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not _can_mount_read_only(ro):
+        pytest.skip("no mount namespace here (unshare -m); the in-process probe simulates EROFS instead")
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(samples.path("ct_small"), src / "ct.dcm")
+    python = f"{sys.executable} -m data_prep convert --format dicom --src {src} --out {ro / 'out'} --quiet"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind -o ro {ro} {ro} && exec {python}"],
+                          env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "read-only file system" in proc.stderr and "Traceback" not in proc.stderr
+    assert (src / "ct.dcm").is_file()
