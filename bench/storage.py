@@ -18,7 +18,7 @@ Figures:
   repaid many times over where bytes are the bottleneck (object stores, networks).
 * ``max_abs_diff``: largest |PNG − float16| over every pixel of every sample (float32 decodes).
 
-Targets (issue 14): ``bytes_ratio <= 0.35``, ``pipeline_ratio >= 0.8`` and ``max_abs_diff <= 2^-11`` (the float16
+Targets: ``bytes_ratio <= 0.35``, ``pipeline_ratio >= 0.8`` and ``max_abs_diff <= 2^-11`` (the float16
 rounding step on [0.5, 1)) for CT and MR. The JSON records the machine, the load average at start and end and the
 quick flag; timings on a shared machine are noisy, so npy and PNG are timed alternately in the same run.
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tarfile
 import tempfile
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from bench._common import BenchRun
 from data_prep import bundled
 from lvmmed.data.shards import decode_sample, load_manifest
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "storage.json")
     args = parser.parse_args(argv)
     size, repeats, batches = (96, 2, 8) if args.quick else (224, 3, 16)
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    run = BenchRun("storage", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         roots = {enc: _build(Path(tmp), size, enc) for enc in ("npy", "png")}
         groups: dict[str, dict] = {}
@@ -159,33 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
                 pipeline_ratio=round(best["views_png"] / best["views_npy"], 3),
                 timing_set=name,
             )
-    met = {
-        label: {
-            "bytes_ratio": groups[label]["bytes_ratio"] <= TARGETS["bytes_ratio"],
-            "pipeline_ratio": groups[label]["pipeline_ratio"] >= TARGETS["pipeline_ratio"],
-            "max_abs_diff": groups[label]["max_abs_diff"] <= TARGETS["max_abs_diff"],
-        }
-        for label in ("CT", "MR")
-    }
-    result = {
-        "benchmark": "storage",
-        "quick": args.quick,
-        "image_size": size,
-        "targets": TARGETS,
-        "groups": groups,
-        "met": met,
-        "all_met": all(all(m.values()) for m in met.values()),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "loadavg_start": load_start,
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-        },
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("groups", "met", "machine")}, indent=1))
+    for label in ("CT", "MR"):
+        g = groups[label]
+        run.target(f"{label}_bytes_ratio", g["bytes_ratio"], "<=", TARGETS["bytes_ratio"])
+        run.target(f"{label}_pipeline_ratio", g["pipeline_ratio"], ">=", TARGETS["pipeline_ratio"])
+        run.target(f"{label}_max_abs_diff", g["max_abs_diff"], "<=", TARGETS["max_abs_diff"])
+    result = run.finish({"image_size": size, "groups": groups}, args.out)
+    print(json.dumps({k: result[k] for k in ("groups", "met", "load_average")}, indent=1))
     return result
 
 
