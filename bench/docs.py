@@ -207,6 +207,18 @@ def data_prep_block(res: Result) -> str:
         f"CPU per slice, single / pool = {cpu:.2f} (1 = the pool adds no CPU overhead"
         + (f"; here the pool spends {1 / cpu - 1:.0%} more CPU per slice than one process)." if cpu < 1 else ")."),
     ]
+    if "cpu_main_process" in res.get("pool"):
+        lines += [
+            "",
+            f"Pool CPU seconds: main process (writer) {res.num('pool.cpu_main_process'):.2f}, workers "
+            f"{res.num('pool.cpu_workers'):.2f}; single process {res.num('single.cpu_seconds'):.2f}.",
+        ]
+    profile = res.data.get("profile_single_one_volume") or []
+    if profile:
+        lines += ["", "Top own-time entries of a single-process conversion of one volume (cProfile):", "",
+                  "| function | calls | own s | share |", "|---|---|---|---|"]  # fmt: skip
+        row = "| `{function}` | {calls} | {own_s:.3f} | {own_share:.0%} |"
+        lines += [row.format(**p) for p in profile[:8]]
     return "\n".join(lines)
 
 
