@@ -139,6 +139,15 @@ def classify(err: BaseException, usage_errors: tuple[type[BaseException], ...] =
     return None
 
 
+def worker_message(text: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker (whose text embeds a traceback)."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name, sep, message = last.partition(": ")
+    return message if sep and " " not in name else last
+
+
 def _one_line(text: str) -> str:
     lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
     return "\n  ".join(lines) if lines else "(no message)"
@@ -146,6 +155,7 @@ def _one_line(text: str) -> str:
 
 def format_error(prog: str, message: str, fix: str = "") -> str:
     """``prog: error: message — fix`` (continuation lines of a long message are indented)."""
+    message = worker_message(message)
     tail = f" — {fix}" if fix and fix not in message else ""
     return f"{prog}: error: {_one_line(message)}{tail}"
 

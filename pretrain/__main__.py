@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,10 +288,12 @@ def check_data_quality(run: Run, state: TrainState) -> None:
     skipped, seen = sum(t["skipped"] for t in totals), sum(t["seen"] for t in totals)
     limit = run.cfg.data.max_skip_fraction
     if seen and skipped / seen > limit:
-        errors = sorted({e for t in totals for e in t["errors"]})
+        errors = [e for t in totals for e in t["errors"]]
+        shards = sorted({Path(m).name for e in errors for m in re.findall(r"[^\s'\"<>,()]+\.tar\b", e)})
         raise DataQualityError(
             f"{skipped} of {seen} samples ({skipped / seen:.1%}) were unreadable, more than "
-            f"data.max_skip_fraction={limit:.1%}; skipped: {'; '.join(errors[:5]) or 'see the warnings above'}"
+            f"data.max_skip_fraction={limit:.1%}; shards with skipped samples: {', '.join(shards) or 'unknown'}; "
+            f"last error: {errors[-1][:300] if errors else 'see the warnings above'}"
         )
 
 

@@ -350,8 +350,9 @@ class TwoViewStream(IterableDataset):
             handler.seen += 1
             try:
                 v0, v1 = self._two_views(raw, stable_seed(base, index))
-            except Exception as exn:
-                handler(exn)
+            except Exception as exn:  # name the shard and sample in the skip report
+                where = f"sample {raw.get('__key__', '?')} in {raw.get('__url__', '?')}"
+                handler(exn if where in str(exn) else ShardFormatError(f"{where}: {type(exn).__name__}: {exn}"))
                 continue
             views0.append(v0)
             views1.append(v1)

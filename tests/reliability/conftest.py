@@ -60,25 +60,32 @@ def shard_copy(mni_shards, tmp_path) -> Callable[[str], Path]:
     return copy
 
 
-@pytest.fixture
-def pretrain_cli(monkeypatch) -> Callable[[list[str]], tuple[int, str]]:
-    """Runs ``python -m pretrain`` in this process (tiny real config) and resets Accelerate's singletons."""
+@pytest.fixture(scope="session")
+def tiny_pretrain_args() -> list[str]:
+    """A very small but real run: ViT-Tiny/16 at 32 px on 1-channel MR slices, GM loss, batch 8, CPU."""
+    return ["--config", str(REPO / "configs/pretrain/tiny_cpu.yaml"), "augment.size=32", "data.batch_size=8",
+            "data.num_workers=0", "data.shuffle_buffer=50", "data.shuffle_initial=10", "model.proj_hidden_dim=64",
+            "model.proj_output_dim=32", "loss.graph_matching.mp_hidden=32", "loss.graph_matching.k=3",
+            "trackers=[]", "log_every=1", "optim.warmup_steps=2", "export_at_end=false"]  # fmt: skip
+
+
+def run_pretrain_cli(argv: list[str]) -> int:
+    """``python -m pretrain`` in this process under the error contract; resets Accelerate's singletons."""
     from accelerate.state import AcceleratorState, GradientState
 
-    monkeypatch.chdir(REPO)
+    from lvmmed.errors import run_cli
+    from pretrain.__main__ import main
 
-    def run(extra: list[str], capsys=None) -> int:
-        from lvmmed.errors import run_cli
-        from pretrain.__main__ import main
+    try:
+        return run_cli(main, argv, "python -m pretrain")
+    except SystemExit as exit_:  # argparse: usage and config errors
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
 
-        argv = ["--config", "configs/pretrain/tiny_cpu.yaml", "augment.size=32", "data.batch_size=8",
-                "data.num_workers=0", "data.shuffle_buffer=50", "data.shuffle_initial=10", "model.proj_hidden_dim=64",
-                "model.proj_output_dim=32", "loss.graph_matching.mp_hidden=32", "loss.graph_matching.k=3",
-                "trackers=[]", "log_every=1", "optim.warmup_steps=2", "export_at_end=false", *extra]  # fmt: skip
-        try:
-            return run_cli(main, argv, "python -m pretrain")
-        finally:
-            AcceleratorState._reset_state(reset_partial_state=True)
-            GradientState._reset_state()
 
-    return run
+@pytest.fixture
+def pretrain_cli(tiny_pretrain_args) -> Callable[[list[str]], int]:
+    """``pretrain_cli(extra_overrides) -> exit status`` for the tiny real config."""
+    return lambda extra: run_pretrain_cli([*tiny_pretrain_args, *extra])

@@ -146,7 +146,8 @@ def _to_uint8_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb / scale), 0, 255).astype(np.uint8)
 
 
-def _identity(ds: Dataset) -> dict[str, str]:
+def identity_fields(ds: Dataset) -> dict[str, str]:
+    """The raw identifiers of a header (patient, study, series, instance), for pseudonymisation only."""
     pairs = {
         "patient_id": "PatientID",
         "patient_name": "PatientName",
@@ -272,5 +273,5 @@ def decode_file(path: str | Path, force: bool = False, limits: DecodeLimits | No
         orientations=orientations,
         pixel_spacing=spacing,
         meta=meta,
-        identity=_identity(ds),
+        identity=identity_fields(ds),
     )
