@@ -86,13 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="catalog entry (python -m data_prep list)")
     p.add_argument("--src", required=True, type=Path, help="input folder, file, or .tar/.tar.gz/.zip archive")
     p.add_argument("--out", required=True, type=Path, help="output shard directory")
-    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images"], help="reader for --src")
+    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images", "metaimage", "hdf5"],
+                   help="reader for --src")  # fmt: skip
     p.add_argument("--labels", default=None, help="CSV file,label of image-level labels")
     p.add_argument("--name", dest="dataset_name", default=None, help="dataset name in the manifest")
     p.add_argument("--config", type=Path, default=None, help="YAML ConvertConfig (configs/data_prep/*.yaml)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: config, 2)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (inputs, masks, classes, patients, "
+                   "official splits) and write nothing")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="ConvertConfig key=value overrides")
     p.set_defaults(func=_cmd_convert)
 

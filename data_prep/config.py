@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from lvmmed.data.codecs import ENCODINGS
 
-FORMATS = ("dicom", "nifti", "images")
+FORMATS = ("dicom", "nifti", "images", "metaimage", "hdf5")
 CHANNEL_MODES = ("keep", "grey", "rgb")
-SPLIT_METHODS = ("rank", "threshold")
+SPLIT_METHODS = ("rank", "threshold", "official")
 SPLIT_UNITS = ("patient", "slab")
 LAYOUTS = ("auto", "classes", "pairs", "flat")
 PATIENT_FROM = ("stem", "parent", "labels")
@@ -26,8 +26,9 @@ class ConvertConfig:
 
     Attributes:
         name: Dataset name written to ``meta.json`` and the manifest (default: the catalog name or source folder).
-        format: Reader family: ``dicom`` (files, series, DICOMDIR, SEG), ``nifti`` (volumes + optional label maps)
-            or ``images`` (2-D folders, optional class folders / labels CSV).
+        format: Reader family: ``dicom`` (files, series, DICOMDIR, SEG), ``nifti`` (volumes + optional label maps),
+            ``images`` (2-D folders, optional class folders / labels CSV), ``metaimage`` (``.mhd``/``.raw`` through
+            SimpleITK) or ``hdf5`` (``*_x.h5`` patch stacks + ``*_y.h5`` labels through h5py).
         modality: Modality code forced on every sample ("" = read it from the header, else "OT").
         organ: Free-text organ for ``meta.json``.
         center: Source grouping for multi-centre protocols ("" = the dataset name).
@@ -49,7 +50,9 @@ class ConvertConfig:
         slab_thickness: Slices per slab when ``split_unit`` is ``slab``.
         split_method: ``rank`` sorts the salted group hashes and cuts at the fractions (every split non-empty once
             there are 3 groups; needs the group list up front, which the planner has); ``threshold`` maps each hash
-            to [0, 1) and cuts there (stable when the collection grows).
+            to [0, 1) and cuts there (stable when the collection grows); ``official`` keeps the release's own split
+            (catalog entries whose release has one): official test stays test, official val stays val, and when the
+            release has no val split, val is cut from the official train patients by rank at the val fraction.
         salt_file: File holding the de-identification salt ("" = ``LVMMED_DEID_SALT`` or the default salt file).
         dedupe: Skip DICOM instances whose SOPInstanceUID was already converted (same pixels, other encoding).
         shard_maxcount: Samples per shard.

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvmmed.config import load_config, save_config
+from lvmmed.errors import LvmmedError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "runs/demo"
@@ -93,7 +94,7 @@ def _python_all(jobs: Sequence[tuple[str, Sequence[str], Path]], parallel: bool)
     """Runs ``(module, args, log)`` jobs, concurrently (1 thread each) or one after the other (2 threads).
 
     Full output goes to each job's log; the console gets one line per finished job. On failure the last 30 log
-    lines are shown and a RuntimeError names the log.
+    lines are shown and an LvmmedError (exit 1 under the error contract) names the log.
     """
     threads = 1 if parallel and len(jobs) > 1 else int(os.environ.get("OMP_NUM_THREADS", "2"))
     batches = [list(jobs)] if parallel else [[job] for job in jobs]
@@ -108,7 +109,7 @@ def _python_all(jobs: Sequence[tuple[str, Sequence[str], Path]], parallel: bool)
         for module, log, code in failed:
             tail = log.read_text().splitlines()[-30:]
             print("\n".join("    " + t[-200:] for t in tail), flush=True)
-            raise RuntimeError(f"`python -m {module}` failed with exit code {code}; full log: {log}")
+            raise LvmmedError(f"`python -m {module}` failed with exit code {code}", fix=f"see the full log {log}")
 
 
 def export_dir(run_dir: Path) -> Path:

@@ -47,3 +47,15 @@ def test_main_rejects_an_unknown_key_with_exit_2(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "no_such_key" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_failing_stage_is_one_error_line_with_exit_1(tmp_path, capsys):
+    from demo.run import _python_all
+    from lvmmed.errors import run_cli
+
+    log = tmp_path / "logs" / "stage.log"
+    code = run_cli(lambda _: _python_all([("no_such_module_for_the_demo", [], log)], parallel=False), [], "demo")
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed with exit code 1" in err[0] and str(log) in err[0]
+    assert "No module named no_such_module_for_the_demo" in log.read_text()

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from lvmmed.config import load_config
 from lvmmed.data.augment import AugmentConfig
@@ -127,3 +128,26 @@ def test_every_rank_yields_the_same_number_of_full_batches_with_padding_counted(
 def test_epoch_mode_rejects_resampling_only_options(five_shards):
     with pytest.raises(ValueError, match="resampled"):
         _epoch_stream(five_shards, 0, 1, 0, "mixing=equal")
+
+
+def test_epoch_mode_resumes_exactly(five_shards):
+    from lvmmed.data.pipeline import StreamPosition
+
+    stream = _epoch_stream(five_shards, 1, 2, 0)
+    position = StreamPosition(0)
+    it = iter(build_loader(stream, 0))
+    batches, saved = [], None
+    for i in range(stream.batches_per_worker + 3):  # across an epoch boundary
+        batches.append(next(it))
+        position.update(batches[-1])
+        if i == 2:
+            saved = position.state_dict()
+    fresh = _epoch_stream(five_shards, 1, 2, 0)
+    resumed = StreamPosition(0)
+    resumed.load_state_dict(saved)
+    resumed.apply(fresh, fresh.batches_per_worker)
+    it2 = iter(build_loader(fresh, 0))
+    for expected in batches[3:]:
+        got = next(it2)
+        assert got["epoch"] == expected["epoch"] and torch.equal(got["index"], expected["index"])
+        assert torch.equal(got["view0"], expected["view0"])
