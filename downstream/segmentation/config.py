@@ -194,17 +194,26 @@ class SegmentationConfig:
 
     Attributes:
         task: A task of :mod:`downstream.segmentation.tasks` (``seg_tissue``, ``seg_brainmask``, ``seg_lobes``,
-            ``mask_guided_tissue``...).
+            ``mask_guided_tissue``...) or any shard set with masks, ``shards:<dir>``.
+        task_kind: ``auto`` or ``segmentation`` (``shards:`` tasks; kept for the shared command line).
+        split_mode: ``shard`` (the set's patient split), ``official`` (``meta.official_split``) or ``group`` (a
+            fresh subject-grouped split per seed, ``val_frac``/``test_frac``).
         method: ``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep`` or ``mask-guided``.
         protocol: ``single`` (train/val/test of one task) or ``new_center`` (:mod:`.centers`).
         weights: ``random`` or a weight source for ``lvmmed.create_backbone``.
         img_size: Slices are resized to this square size (bilinear images, nearest masks).
+        norm_from_weights / max_img_size: As in ``DownstreamConfig`` (the weights' own input settings; the CPU
+            guard with a cost estimate).
         fraction: Fraction of training subjects (groups) used (1.0 = all).
         bootstrap: Bootstrap resamples of the 95 % CI over subjects (0 disables).
         hd95: Compute HD95 (MONAI) at evaluation.
     """
 
     task: str = "seg_tissue"
+    task_kind: str = "auto"
+    split_mode: str = "shard"
+    val_frac: float = 0.15
+    test_frac: float = 0.25
     method: str = "seg-unet"
     protocol: str = "single"
     weights: str = "random"
@@ -221,6 +230,7 @@ class SegmentationConfig:
     norm_std: float = 0.25
     # As in DownstreamConfig: an lvmmed export's recorded input_mean/input_std replace norm_mean/norm_std.
     norm_from_weights: bool = True
+    max_img_size: int = 512
     augment: bool = True
     bootstrap: int = 1000
     hd95: bool = True
@@ -236,6 +246,8 @@ class SegmentationConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.protocol, PROTOCOLS, "protocol")
+        check_choice(self.task_kind, ("auto", "segmentation"), "task_kind")
+        check_choice(self.split_mode, ("shard", "official", "group"), "split_mode")
         check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         check_choice(self.method, ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided"), "method")
         if not 0.0 < self.fraction <= 1.0:

@@ -53,6 +53,8 @@ META_FIELDS = (
     "channels",  # 1 or 3
     "label",  # integer class label, or null
     "label_name",  # class name, or null
+    "labels",  # multi-hot class vector over the manifest's label_names (multi-label releases), or null
+    "official_split",  # the release's own split of the source image (train / val / test), or null
     "mask_labels",  # names of the mask values, index = value, or null
 )
 
