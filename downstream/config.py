@@ -201,6 +201,9 @@ class GMoEConfig:
         balance_weight: Weight of the Switch-style load-balancing loss K·Σ_k f_k·P_k.
         expert_input: ``medical`` (experts read the medical stream) or ``sum`` (medical + general hidden states,
             same width required).
+        form: ``medical`` (every expert reads the medical stream; the gate sees both) or ``dual`` (medical experts
+            on the medical stream, general experts on the general stream, the gate mixes both families' outputs;
+            :class:`downstream.methods.gmoe.DualStreamGMoE`).
         lr: Lr of experts and gates.
     """
 
@@ -211,10 +214,12 @@ class GMoEConfig:
     reduction: int = 8
     balance_weight: float = 0.01
     expert_input: str = "medical"
+    form: str = "medical"
     lr: float = 0.1
 
     def __post_init__(self) -> None:
         check_choice(self.expert_input, ("medical", "sum"), "gmoe.expert_input")
+        check_choice(self.form, ("medical", "dual"), "gmoe.form")
         if self.num_experts < 1 or not 0 <= self.top_k <= self.num_experts:
             raise ValueError("gmoe needs num_experts >= 1 and 0 <= top_k <= num_experts")
 

@@ -32,12 +32,13 @@ def tiles() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return fundus, histo
 
 
-def classification_tree(root: Path, per_class: int = 12, per_patient: int = 2) -> Path:
-    """Flat folder + ``labels.csv`` (file,label,patient); every patient has ``per_patient`` tiles of one class."""
+def classification_tree(root: Path, per_class: int = 12, per_patient: int = 2, offset: int = 0) -> Path:
+    """Flat folder + ``labels.csv`` (file,label,patient); every patient has ``per_patient`` tiles of one class
+    (tiles ``offset`` .. ``offset + per_class`` of each source image)."""
     root.mkdir(parents=True, exist_ok=True)
     lines = ["file,label,patient"]
     for cls, items in zip(("fundus", "histology"), tiles()):
-        for i, tile in enumerate(items[:per_class]):
+        for i, tile in enumerate(items[offset : offset + per_class]):
             name = f"{cls}_{i:02d}.png"
             Image.fromarray(np.ascontiguousarray(tile)).save(root / name)
             lines.append(f"{name},{cls},{cls[:2]}{i // per_patient:02d}")
@@ -97,7 +98,9 @@ def write_multilabel_set(out: Path, size: int = 32) -> Path:
         labels = [int(source == 0), int(source == 1), int(mean > median)]
         patient = hashlib.sha256(f"ml-{i // 2}".encode()).hexdigest()[:16]
         split = ("train", "train", "train", "val", "test")[int(patient, 16) % 5]
+        official = "test" if (i // 2) % 4 == 3 else "train"  # the "release's" own split, by patient
         meta = {"dataset": "multilabel", "patient": patient, "group": patient, "labels": labels, "modality": "OT",
+                "official_split": official,
                 "label_name": "|".join(n for n, v in zip(("fundus", "histology", "bright"), labels) if v)}  # fmt: skip
         writer.write(make_sample(f"s{i:03d}", split, image, meta))
     shards = writer.close()
