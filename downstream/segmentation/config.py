@@ -82,14 +82,19 @@ class UNetConfig:
         freeze_encoder: Train the decoder only (``True``) or the whole network (``False``, LVM-Med end-to-end).
         decoder_channels: U-Net stage widths shallow to deep (CNN) or ``[feature_size]`` (ViT); empty = defaults.
         norm: ``batch``/``instance``; empty = batch for U-Net (smp), instance for UNETR (MONAI).
+        sam_features: For SAM encoders, the deepest map the decoder reads: ``neck`` (SAM's 256-channel neck, the
+            features SAM's mask decoder consumes), ``pre_neck`` (the 768-channel map of the last block) or ``auto``
+            (``neck`` for the published ``lvmmed-vitb`` weights, whose neck is trained; else ``pre_neck``).
     """
 
     freeze_encoder: bool = False
     decoder_channels: list[int] = field(default_factory=list)
     norm: str = ""
+    sam_features: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice(self.norm, ("", "batch", "instance"), "unet.norm")
+        check_choice(self.sam_features, ("auto", "neck", "pre_neck"), "unet.sam_features")
 
 
 @dataclass

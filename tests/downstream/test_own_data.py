@@ -182,3 +182,33 @@ def test_cpu_guard_estimates_the_cost_of_large_inputs():
     assert 500 < estimate["gflops_per_image"] < 2000  # SAM ViT-B at 1024 px: about 0.5 TMAC per image
     assert estimate["seconds_lower_bound"] > 0
     assert check_cpu_cost(cfg, torch.device("cuda"), 10) is None
+
+
+def test_sam_encoders_decode_from_the_256_channel_neck_for_published_weights():
+    from downstream.registry import build_method
+    from downstream.segmentation.config import SegmentationConfig
+    from downstream.segmentation.unet import uses_sam_neck
+    from lvmmed.config import load_config
+    from lvmmed.models import create_backbone
+
+    backbone = create_backbone("sam_vit_tiny", in_chans=1, img_size=64)
+    published = load_config(SegmentationConfig, overrides=["weights=lvmmed-vitb=/weights/lvmmed_vit.pth"])
+    assert uses_sam_neck(backbone, published)
+    assert not uses_sam_neck(backbone, load_config(SegmentationConfig, overrides=["backbone=sam_vit_tiny"]))
+    assert not uses_sam_neck(create_backbone("resnet18", in_chans=1), published)  # no neck: nothing changes
+    cfg = load_config(SegmentationConfig, overrides=["backbone=sam_vit_tiny", "img_size=64", "unet.sam_features=neck",
+                                                     "unet.decoder_channels=[8]"])  # fmt: skip
+    method = build_method("seg-unet", backbone, 3, cfg)
+    assert method.decoder.ups[0].transp_conv.conv.in_channels == backbone.neck_channels
+    assert any(n.startswith("backbone.neck.") for n in method.declared_names)  # trained end to end with the encoder
+    x = own_data_image_batch()
+    assert method(x).shape == (2, 3, 64, 64)
+
+
+def own_data_image_batch():
+    """Two real IHC tiles, grey, 64 px: (2, 1, 64, 64)."""
+    import torch
+
+    tiles = own_data.tiles()[1][:2]
+    x = torch.from_numpy(np.stack(tiles).astype(np.float32) / 255.0).permute(0, 3, 1, 2).mean(1, keepdim=True)
+    return torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear")
