@@ -123,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["list-tasks"]:
         print(list_tasks_text())
         return 0
-    parser = argparse.ArgumentParser(prog="python -m downstream", description=__doc__.split("\n")[0])
+    from lvmmed.errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(
+        prog="python -m downstream", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
+    )
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--print-config", action="store_true")
     parser.add_argument("--eval", type=Path, default=None, help="re-evaluate a finished run directory")
@@ -197,4 +201,6 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lvmmed.errors import run_cli
+
+    raise SystemExit(run_cli(main, prog="python -m downstream"))

@@ -35,7 +35,7 @@ class TransferOptimConfig:
         head_lr / backbone_lr: Base lrs of the head group and of backbone-side groups (finetune, partial).
         lr_scale: Multiplier applied to every group's lr (the current grid value).
         weight_decay: Current weight decay (the current grid value).
-        lr_scale_grid / wd_grid: The fixed lr × wd grid searched on val (downstream.md §4, VPT ``tune_vtab``).
+        lr_scale_grid / wd_grid: The fixed lr × wd grid searched on val (VPT's ``tune_vtab.py``, github.com/KMnP/vpt).
         warmup_frac: Fraction of steps with linear warmup before cosine decay.
         grad_clip: Max grad norm (0 disables).
         select_metric: Validation metric that picks the grid cell.
@@ -125,8 +125,8 @@ class VPConfig:
 class MoVLConfig:
     """MoVL (Tian et al. 2024): VP + LP on a frozen backbone; loss = CE + weight · discrepancy(prompted, plain).
 
-    The paper's exact form is unverified (downstream.md §3). Our default: MSE between prompted and plain pooled
-    features, weight 1, joint training from an LP-initialised head, pad prompt.
+    The paper's exact form is not public (arXiv 2405.07411 gives no formula or code). Our default: MSE between
+    prompted and plain pooled features, weight 1, joint training from an LP-initialised head, pad prompt.
 
     Attributes:
         weight: λ of the discrepancy term.
@@ -190,7 +190,7 @@ class LoRAConfig:
 
 @dataclass
 class GMoEConfig:
-    """GMoE-Adapter (Mo et al. 2024), our formulation (the paper's gate is unverified, downstream.md §6).
+    """GMoE-Adapter (Mo et al. 2024), our formulation (the gate of arXiv 2404.12876 is not public).
 
     Attributes:
         general_backbone: Architecture of the general stream ("" = same as ``backbone``).

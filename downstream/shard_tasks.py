@@ -39,8 +39,14 @@ def is_shard_task(task: str) -> bool:
 
 
 def shard_dir(task: str) -> Path:
-    """The folder of a ``shards:<dir>`` task (``~`` expanded), checked to hold a manifest."""
-    root = Path(str(task)[len(PREFIX) :]).expanduser()
+    """The folder of a ``shards:<dir>`` task (``~`` expanded), checked to hold a manifest; a remote location
+    (``https://``, ``s3://``, ``gs://``) is returned as given and checked when its manifest is read."""
+    from lvmmed.data.remote import is_remote
+
+    text = str(task)[len(PREFIX) :]
+    if is_remote(text):
+        return text  # type: ignore[return-value]
+    root = Path(text).expanduser()
     if not (root / "manifest.json").is_file():
         raise TaskDataError(
             f"{root} is not a shard set (no manifest.json). Convert your data first, e.g. "
@@ -49,9 +55,13 @@ def shard_dir(task: str) -> Path:
     return root
 
 
+def _name(root: Path | str) -> str:
+    return Path(str(root).rstrip("/")).name
+
+
 def task_label(task: str) -> str:
     """A short name for result paths and tables: the shard set's folder name."""
-    return Path(str(task)[len(PREFIX) :]).name if is_shard_task(task) else str(task)
+    return Path(str(task)[len(PREFIX) :].rstrip("/")).name if is_shard_task(task) else str(task)
 
 
 @lru_cache(maxsize=8)
@@ -94,7 +104,7 @@ def detect_kind(root: Path, requested: str = "auto") -> str:
     if requested != "auto":
         field, what = needs[requested]
         if info[field] < n:
-            raise TaskDataError(f"{root.name}: task_kind={requested} needs {what}; {n - info[field]} of {n} samples "
+            raise TaskDataError(f"{_name(root)}: task_kind={requested} needs {what}; {n - info[field]} of {n} samples "
                                 f"lack it ({_offers(info)})")  # fmt: skip
         return requested
     if info["with_labels"]:
@@ -104,7 +114,7 @@ def detect_kind(root: Path, requested: str = "auto") -> str:
     if info["with_mask"] == n:
         return "segmentation"
     raise TaskDataError(
-        f"{root.name} has no task: samples need meta.label (classification), meta.labels (multi-label) or mask.npy "
+        f"{_name(root)} has no task: samples need meta.label (classification), meta.labels (multi-label) or mask.npy "
         f"(segmentation) on every sample ({_offers(info)}). Re-convert with `--labels <csv>` or class folders, or "
         "with an images/ + masks/ folder pair"
     )
@@ -150,7 +160,7 @@ def load_shard_task(task: str, kind: str = "auto", ood_shards: str = "", ood_cen
     kind = detect_kind(root, kind)
     if kind == "segmentation":
         raise TaskDataError(
-            f"{root.name} has masks but no image-level labels: run a segmentation method on it "
+            f"{_name(root)} has masks but no image-level labels: run a segmentation method on it "
             f"(method=seg-unet), or convert it with labels for classification"
         )
     data = _build(root, kind, task)
@@ -158,17 +168,17 @@ def load_shard_task(task: str, kind: str = "auto", ood_shards: str = "", ood_cen
         ood_root = shard_dir(PREFIX + ood_shards if not is_shard_task(ood_shards) else ood_shards)
         data.ood = _build(ood_root, detect_kind(ood_root, kind), f"{task}:ood")
         if data.ood.class_names != data.class_names:
-            raise TaskDataError(f"OOD set {ood_root.name} has classes {data.ood.class_names} != {data.class_names}")
+            raise TaskDataError(f"OOD set {_name(ood_root)} has classes {data.ood.class_names} != {data.class_names}")
     if ood_center:
         held = data.centers == ood_center
         if not held.any():
             raise TaskDataError(
-                f"ood_center={ood_center!r} is not a center of {root.name}: {sorted(set(data.centers.tolist()))}"
+                f"ood_center={ood_center!r} is not a center of {_name(root)}: {sorted(set(data.centers.tolist()))}"
             )
         if held.all():
-            raise TaskDataError(f"ood_center={ood_center!r} holds every sample of {root.name}; nothing left to train")
+            raise TaskDataError(f"ood_center={ood_center!r} holds every sample of {_name(root)}; nothing left to train")
         ood = data.subset(np.flatnonzero(held), f"{task}:ood")
-        ood.source = f"{root.name}:{ood_center}"
+        ood.source = f"{_name(root)}:{ood_center}"
         kept = data.subset(np.flatnonzero(~held))
         kept.ood = data.ood if data.ood is not None else ood
         data = kept
@@ -184,7 +194,7 @@ def _build(root: Path, kind: str, name: str) -> TaskData:
         rows = [m.get("labels") for m in metas]
         width = max(len(r) for r in rows if r is not None)
         if any(r is not None and len(r) != width for r in rows):
-            raise ShardFormatError(f"{root.name}: meta.labels vectors of different lengths")
+            raise ShardFormatError(f"{_name(root)}: meta.labels vectors of different lengths")
         labels = np.asarray([r if r is not None else [0] * width for r in rows], dtype=np.float32)
         names = names if len(names) == width else [f"label_{i}" for i in range(width)]
     else:
@@ -193,8 +203,8 @@ def _build(root: Path, kind: str, name: str) -> TaskData:
             names = [str(i) for i in range(int(labels.max()) + 1)]
     groups = np.asarray([str(m.get("group") or m.get("patient") or s["key"]) for s, m in zip(samples, metas)])
     data = TaskData(
-        name, root.name, _common_size([_to_chw(s["image"]) for s in samples]), labels, groups,
-        np.asarray([str(m.get("center") or m.get("dataset") or root.name) for m in metas]),
+        name, _name(root), _common_size([_to_chw(s["image"]) for s in samples]), labels, groups,
+        np.asarray([str(m.get("center") or m.get("dataset") or _name(root)) for m in metas]),
         np.asarray([str(m.get("split") or "train") for m in metas]), names, kind=kind,
         official=np.asarray([str(m.get("official_split") or "") for m in metas]),
     )  # fmt: skip

@@ -3,7 +3,7 @@
 Mo, Luo, Wang, Li, "A Large-scale Medical Visual Task Adaptation Benchmark" (Med-VTAB, arXiv 2404.12876). Verified
 from the abstract: GMoE-Adapter combines medical and general pretraining weights through a gated mixture-of-experts
 adapter; third-party digests report 1.35× total parameters relative to one ViT. The gate formula, expert
-placement/count and bottleneck size are **unverified** (no code). Our formulation (downstream.md §6 proposal),
+placement/count and bottleneck size are **unverified** (no code). Our formulation,
 with every choice a ``gmoe.*`` field:
 
 * two frozen backbones of the same depth run block by block: the medical stream h^m (``weights``) and the

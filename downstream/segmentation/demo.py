@@ -1,6 +1,6 @@
 """Tissue-segmentation demo: the same ``seg-unet`` with a pretrained vs a random encoder, plus a PNG overlay.
 
-Called by ``lvmmed.demo`` (``make demo``) after pretraining::
+Called by ``demo.run`` (``make demo``) after pretraining::
 
     from downstream.segmentation.demo import tissue_demo
     summary = tissue_demo(data_root="runs/demo/shards", out_dir="runs/demo/segmentation",
