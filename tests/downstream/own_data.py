@@ -100,7 +100,7 @@ def write_multilabel_set(out: Path, size: int = 32) -> Path:
         split = ("train", "train", "train", "val", "test")[int(patient, 16) % 5]
         official = "test" if (i // 2) % 4 == 3 else "train"  # the "release's" own split, by patient
         meta = {"dataset": "multilabel", "patient": patient, "group": patient, "labels": labels, "modality": "OT",
-                "official_split": official,
+                "official_split": official, "center": f"site{(i // 2) % 2}",
                 "label_name": "|".join(n for n, v in zip(("fundus", "histology", "bright"), labels) if v)}  # fmt: skip
         writer.write(make_sample(f"s{i:03d}", split, image, meta))
     shards = writer.close()

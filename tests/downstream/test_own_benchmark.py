@@ -80,8 +80,9 @@ def _bench(tmp_path: Path, task_dir: Path, methods: list[dict], weights: list[di
         ],
     )
     outcome = run_benchmark(cfg, progress=lambda _line: None)
-    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "bench/cells").glob("*.json")}
-    return outcome, records, (tmp_path / "bench/report.md").read_text()
+    out = tmp_path / "bench"
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    return outcome, records, (out / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")

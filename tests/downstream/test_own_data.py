@@ -132,6 +132,15 @@ def test_official_split_keeps_the_release_test_set(sets, tmp_path):
     _assert_patient_disjoint(task, res)
 
 
+def test_a_held_out_center_is_the_ood_test_set(sets):
+    task = f"shards:{sets['ml']}"
+    data = load_shard_task(task, ood_center="site1")
+    assert set(data.centers.tolist()) == {"site0"} and len(data.labels) == 16
+    assert data.ood is not None and set(data.ood.centers.tolist()) == {"site1"} and len(data.ood.labels) == 16
+    with pytest.raises(Exception, match="not a center"):
+        load_shard_task(task, ood_center="site9")
+
+
 def test_seg_unet_on_a_mask_set(sets, tmp_path):
     code = main([f"task=shards:{sets['mask']}", "method=seg-unet", "weights=random", "backbone=resnet18", "seed=0",
                  "optim.max_steps=2", "optim.batch_size=4", "unet.decoder_channels=[8,8,16,16]", "bootstrap=50",
