@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from downstream.tasks import TaskData, TaskDataError
-from lvmmed.data.shards import ShardFormatError, load_arrays, load_manifest
+from lvmmed.data.shards import ShardFormatError, iter_samples, load_arrays, load_manifest
 
 PREFIX = "shards:"
 KINDS = ("auto", "classification", "multilabel", "segmentation")
@@ -65,19 +65,20 @@ def task_label(task: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _samples(root: str) -> tuple:
-    return tuple(load_arrays(root))
+def _metas(root: str) -> tuple[tuple[dict, bool], ...]:
+    """``(meta, has_mask)`` of every sample (images are decoded and dropped: only the metadata is kept)."""
+    return tuple((s["meta"], s["mask"] is not None) for s in iter_samples(root))
 
 
 def describe(root: Path) -> dict:
     """What a shard set offers: counts, labels, multi-labels, masks, centers, official splits."""
-    samples = _samples(str(root))
-    metas = [s["meta"] for s in samples]
+    rows = _metas(str(root))
+    metas = [m for m, _ in rows]
     return {
-        "samples": len(samples),
+        "samples": len(rows),
         "with_label": sum(m.get("label") is not None for m in metas),
         "with_labels": sum(m.get("labels") is not None for m in metas),
-        "with_mask": sum(s["mask"] is not None for s in samples),
+        "with_mask": sum(has_mask for _, has_mask in rows),
         "centers": sorted({str(m.get("center")) for m in metas if m.get("center")}),
         "official_splits": sorted({str(m["official_split"]) for m in metas if m.get("official_split")}),
     }
@@ -187,7 +188,7 @@ def load_shard_task(task: str, kind: str = "auto", ood_shards: str = "", ood_cen
 
 def _build(root: Path, kind: str, name: str) -> TaskData:
     manifest = load_manifest(root)
-    samples = _samples(str(root))
+    samples = load_arrays(root)
     metas = [s["meta"] for s in samples]
     names = list(manifest.label_names or [])
     if kind == "multilabel":
