@@ -33,6 +33,10 @@ class GraphMatchingConfig:
             of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]; λ = 0.5 is large enough
             to flip wrong assignments (a perceptron-like signal, as BB-GM's λ = 80 on O(1) costs) yet local.
         normalize_perturbation: scale λ by 1 / max|∂L/∂X̂| so it does not depend on N or the loss reduction.
+        perturb_samples: S, noise samples of the backward pass (``matching/perturbed.py``: I-MLE / perturb-and-MAP
+            averaging of the black-box gradient); 1 with ``perturb_noise = 0`` is the plain black-box gradient.
+        perturb_noise: σ, scale of the Gumbel noise added to Cv in those samples (cosine units): the temperature of
+            the soft matching whose expectation the gradient follows.
         margin: unary margin subtracted from the ground-truth entries of Cv while training (BB-GM adds 1.0 to the
             ground-truth unary costs); keeps a training signal until the true pair wins by ``margin``.
         mp_layers: depth of the residual message-passing network (0 disables it).
@@ -64,6 +68,8 @@ class GraphMatchingConfig:
     solver_max_iter: int = 50
     lambda_val: float = 0.5
     normalize_perturbation: bool = True
+    perturb_samples: int = 1
+    perturb_noise: float = 0.0
     margin: float = 0.1
     mp_layers: int = 1
     mp_hidden: int = 256
@@ -92,6 +98,8 @@ class GraphMatchingConfig:
             raise ValueError(f"graph_matching.lambda_val must be > 0, got {self.lambda_val}")
         if min(self.margin, self.aux_weight, self.local_weight, self.edge_weight, self.hamming_weight) < 0:
             raise ValueError("graph_matching weights (margin, aux, local, edge, hamming) must be >= 0")
+        if self.perturb_samples < 1 or self.perturb_noise < 0:
+            raise ValueError("graph_matching.perturb_samples must be >= 1 and perturb_noise >= 0")
         if self.aux not in GM_AUX:
             raise ValueError(f"graph_matching.aux must be one of {GM_AUX}, got '{self.aux}'")
         if self.node_norm not in GM_NODE_NORMS:

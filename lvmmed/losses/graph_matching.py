@@ -33,6 +33,7 @@ from lvmmed.matching.affinity import batch_standardize, edge_factors, local_affi
 from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.graph import knn_graph
 from lvmmed.matching.message_passing import MessagePassing
+from lvmmed.matching.perturbed import PerturbedBlackBoxMatching
 from lvmmed.matching.qap import QAP
 from lvmmed.matching.solvers import SolverSpec
 
@@ -140,9 +141,11 @@ class GraphMatchingLoss(nn.Module):
         cv_solve = cv - cfg.margin * eye if self.training and cfg.margin > 0 else cv
 
         stats: dict[str, float] = {}
-        x = BlackBoxMatching.apply(
-            cv_solve, f1, f2, gs.neighbors, gt.neighbors, self.spec, cfg.lambda_val, cfg.normalize_perturbation, stats
-        )
+        args = (cv_solve, f1, f2, gs.neighbors, gt.neighbors, self.spec, cfg.lambda_val, cfg.normalize_perturbation)
+        if cfg.perturb_samples > 1 or cfg.perturb_noise > 0:
+            x = PerturbedBlackBoxMatching.apply(*args, stats, cfg.perturb_samples, cfg.perturb_noise)
+        else:
+            x = BlackBoxMatching.apply(*args, stats)
         loss_hamming = (x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)
         loss = cfg.hamming_weight * loss_hamming
         loss_aux = torch.zeros((), device=cv.device)
