@@ -39,7 +39,7 @@ from lvmmed.data.readers import ImageRecord, read_nifti
 
 from .config import ConvertConfig
 from .engine import Task, run_tasks
-from .process import normalize, pseudonym, record_samples, slices
+from .records_to_samples import normalize, pseudonym, record_samples, slices
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def build_bundled(
     names: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    encoding: str = "npy",
 ) -> dict[str, Path]:
     """Converts the bundled real data into shard sets ``out_root/<name>/``.
 
@@ -221,6 +222,7 @@ def build_bundled(
         names: Subset of :data:`BUNDLED_SETS` (default: all whose sources are installed).
         overwrite: Rebuild sets even when a complete identical set exists (otherwise resumed/skipped).
         progress: Show tqdm bars.
+        encoding: Image encoding, ``npy`` or ``png`` (:class:`ConvertConfig` ``encoding``).
 
     Returns:
         ``{name: directory}`` of the sets that were built (sets whose optional source is missing are left out,
@@ -245,7 +247,7 @@ def build_bundled(
                 samples.SOURCES[need].root()  # raises MissingSampleError with the install hint
             log.info("skipping bundled set %s: %s not installed (%s)", name, need, samples.SOURCES[need].install)
             continue
-        cfg = profile_config(profile, name, workers)
+        cfg = {**profile_config(profile, name, workers), "encoding": encoding}
         if name in TEMPLATE_SETS:
             tasks, info = plan_template(name, cfg)
         elif name == "dicom_modality":

@@ -2,7 +2,7 @@
 
 A task turns one shard set into arrays: images (N, C, H, W) float32 in [0, 1], integer labels, the split unit
 (``group``), the ``center`` and the shard split of every sample, plus an optional OOD evaluation set from another
-source. Tasks (bundled data, see data.md and :mod:`data_prep.bundled`):
+source. Tasks (bundled data, see :mod:`lvmmed.data.samples` and :mod:`data_prep.bundled`):
 
 * ``tissue``: patches of MNI152 2009a slices labelled background / csf_like / gm / wm from the slice's tissue mask
   (majority label of the central window). OOD set: the same patches from Colin27 (``colin27``, when built).
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import load_arrays, load_manifest
 
 
@@ -84,6 +85,8 @@ class TaskSpec:
 
 
 def _set_dir(data_root: str | Path, shard_set: str) -> Path:
+    if is_remote(str(data_root)):  # https://, s3://, gs://: the manifest is read (and checked) by load_manifest
+        return f"{str(data_root).rstrip('/')}/{shard_set}"  # type: ignore[return-value]
     root = Path(data_root) / shard_set
     if not (root / "manifest.json").is_file():
         raise TaskDataError(
@@ -225,4 +228,4 @@ def load_task(name: str, data_root: str | Path, patch_size: int = 16, patch_stri
         KeyError: Unknown task.
     """
     pp = PatchParams(int(patch_size), int(patch_stride), int(max_per_class))
-    return _load_cached(name, str(Path(data_root).resolve()), pp)
+    return _load_cached(name, str(data_root) if is_remote(str(data_root)) else str(Path(data_root).resolve()), pp)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import ShardFormatError, load_arrays, load_manifest
 
 
@@ -137,6 +138,8 @@ def concat(parts: list[SliceData]) -> SliceData:
 
 def shard_root(task: SegTask, data_root: str | Path) -> Path:
     """``<data_root>/<shard_set>``, or :class:`TaskUnavailable` saying how to provide it."""
+    if is_remote(str(data_root)):  # https://, s3://, gs://: the manifest is read (and checked) by load_manifest
+        return f"{str(data_root).rstrip('/')}/{task.shard_set}"  # type: ignore[return-value]
     root = Path(data_root) / task.shard_set
     if (root / "manifest.json").is_file():
         return root

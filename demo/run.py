@@ -16,7 +16,7 @@ Stages (each prints its wall time; each is skipped when its outputs exist, so a 
 4. **report**: ``<out>/benchmark/report.md``; its first table answers "did our pretraining beat random init and
    SimCLR on held-out data?" with mean ± std, 95% CIs and paired tests.
 
-Usage: ``python -m lvmmed.demo --out runs/demo [key=value ...]`` with keys of :class:`DemoConfig`
+Usage: ``python -m demo --out runs/demo [key=value ...]`` with keys of :class:`DemoConfig`
 (e.g. ``pretrain_steps=100 seeds=[0,1]``). The resolved config is saved as ``<out>/demo_config.yaml``, stage
 timings as ``<out>/timings.json``.
 
@@ -27,7 +27,6 @@ end and how results are reported; it is not evidence about LVM-Med at scale.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -38,7 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvmmed.config import ConfigError, load_config, save_config
+from lvmmed.config import load_config, save_config
+from lvmmed.errors import LvmmedError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "runs/demo"
@@ -94,7 +94,7 @@ def _python_all(jobs: Sequence[tuple[str, Sequence[str], Path]], parallel: bool)
     """Runs ``(module, args, log)`` jobs, concurrently (1 thread each) or one after the other (2 threads).
 
     Full output goes to each job's log; the console gets one line per finished job. On failure the last 30 log
-    lines are shown and a RuntimeError names the log.
+    lines are shown and an LvmmedError (exit 1 under the error contract) names the log.
     """
     threads = 1 if parallel and len(jobs) > 1 else int(os.environ.get("OMP_NUM_THREADS", "2"))
     batches = [list(jobs)] if parallel else [[job] for job in jobs]
@@ -109,7 +109,7 @@ def _python_all(jobs: Sequence[tuple[str, Sequence[str], Path]], parallel: bool)
         for module, log, code in failed:
             tail = log.read_text().splitlines()[-30:]
             print("\n".join("    " + t[-200:] for t in tail), flush=True)
-            raise RuntimeError(f"`python -m {module}` failed with exit code {code}; full log: {log}")
+            raise LvmmedError(f"`python -m {module}` failed with exit code {code}", fix=f"see the full log {log}")
 
 
 def export_dir(run_dir: Path) -> Path:
@@ -282,20 +282,3 @@ def _first_table(report: Path) -> str:
         return ""
     ends = [i for i in (text.find("\n## ", start + 1), text.find("**Weight sources:**", start)) if i > 0]
     return text[start : min(ends, default=len(text))].strip()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lvmmed.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output directory (resumable)")
-    parser.add_argument("overrides", nargs="*", help="DemoConfig key=value overrides, e.g. pretrain_steps=100")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(DemoConfig, None, args.overrides)
-    except ConfigError as err:
-        parser.error(str(err))
-    report = run_demo(cfg, args.out.resolve() if not args.out.is_absolute() else args.out)
-    return 0 if report.is_file() else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
