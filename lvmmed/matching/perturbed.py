@@ -33,6 +33,14 @@ from torch import Tensor
 from lvmmed.matching.blackbox import _edge_gradient
 from lvmmed.matching.qap import QAP
 from lvmmed.matching.solvers import SolverSpec, solve
+from lvmmed.matching.solvers.factorized import ipfp
+
+
+def _resolve(qap: QAP, start: Tensor, spec: SolverSpec) -> Tensor:
+    """The perturbed re-solve, warm-started from ``start`` like ``BlackBoxMatching``'s (``SolverSpec.warm_start``)."""
+    if spec.name == "factorized" and spec.warm_start:
+        return ipfp(qap, start, spec.max_iter).perm
+    return solve(qap, spec).perm
 
 
 def gumbel_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -89,7 +97,7 @@ class PerturbedBlackBoxMatching(torch.autograd.Function):
             for _ in range(ctx.samples):
                 noisy = qap.cv + ctx.noise * gumbel_like(qap.cv) if ctx.noise > 0 else qap.cv
                 perm = solve(qap.with_cv(noisy), ctx.spec).perm if ctx.noise > 0 else ctx.perm
-                target = solve(qap.with_cv(noisy - ctx.lambda_val * g / g_scale), ctx.spec).perm
+                target = _resolve(qap.with_cv(noisy - ctx.lambda_val * g / g_scale), perm, ctx.spec)
                 grad_cv[rows, perm] += scale
                 grad_cv[rows, target] -= scale
                 _edge_gradient(qap, perm, 1.0, grad_f1, grad_f2, scale)
