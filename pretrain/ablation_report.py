@@ -111,6 +111,28 @@ def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pool_line(cfg: AblationConfig) -> str:
+    """The pretraining pool read from the shard manifests: ``set train-count`` per set and the total."""
+    from lvmmed.config import load_config
+    from pretrain.config import PretrainConfig
+
+    try:
+        pre = load_config(PretrainConfig, cfg.pretrain_config, cfg.pretrain_overrides)
+    except Exception as err:  # the report must still be written; say why the pool is unknown
+        return f"Pretraining pool: unknown ({err})."
+    parts, total = [], 0
+    for root in pre.data.shards:
+        manifests = [Path(root) / "manifest.json"] if (Path(root) / "manifest.json").is_file() else []
+        manifests = manifests or sorted(Path(root).glob("*/manifest.json"))
+        for manifest in manifests:
+            counts = json.loads(manifest.read_text()).get("counts", {})
+            n = sum(int(counts.get(split, 0)) for split in pre.data.splits)
+            parts.append(f"{manifest.parent.name} {n}")
+            total += n
+    sets = ", ".join(parts) or "no manifests found"
+    return f"Pretraining pool ({'+'.join(pre.data.splits)} splits): {sets}; {total} images."
+
+
 def markdown(cfg: AblationConfig, data: dict[str, Any], summary: dict[str, Any], command: str) -> str:
     total = len(cfg.variants) * len(cfg.seeds) * len(cfg.evals)
     done = total - len(data["missing"])
@@ -125,6 +147,8 @@ def markdown(cfg: AblationConfig, data: dict[str, Any], summary: dict[str, Any],
         "```",
         "",
         f"Pretraining: `{cfg.pretrain_config}` + `{' '.join(cfg.pretrain_overrides) or '(no overrides)'}`.",
+        "",
+        pool_line(cfg),
         "",
     ]
     lines += [*headline_lines(cfg, summary), ""]
