@@ -77,3 +77,13 @@ def test__paired_statistics():
     assert cmp["n"] == 3 and cmp["diff"] == pytest.approx(0.2) and cmp["ci"][0] < 0.2 < cmp["ci"][1]
     assert 0 < cmp["p"] < 1
     assert paired({0: 0.6}, {1: 0.5})["n"] == 0
+
+
+def test__report_states_the_pretraining_pool_from_the_manifests(tmp_path):
+    from pretrain.ablation_report import pool_line
+
+    for name, train in (("a", 5), ("b", 7)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"counts": {"train": train, "val": 1, "test": 1}}))
+    cfg = AblationConfig(pretrain_overrides=[f"data.shards=[{tmp_path}]"])
+    assert pool_line(cfg) == "Pretraining pool (train splits): a 5, b 7; 12 images."
