@@ -51,15 +51,32 @@ class TaskData:
     class_names: list[str]
     ood: TaskData | None = None
     notes: str = ""
+    kind: str = "classification"
+    official: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def multilabel(self) -> bool:
+        """True when ``labels`` is an (N, C) multi-hot matrix."""
+        return self.kind == "multilabel"
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One integer per sample for stratified splits and k-shot: the class, or for multi-label the first
+        positive label (C when none is positive)."""
+        if not self.multilabel:
+            return self.labels
+        positive = self.labels > 0.5
+        return np.where(positive.any(1), positive.argmax(1), self.labels.shape[1]).astype(np.int64)
+
     def subset(self, index: np.ndarray, name: str | None = None) -> TaskData:
         return TaskData(
             name or self.name, self.source, self.images[index], self.labels[index], self.groups[index],
-            self.centers[index], self.splits[index], self.class_names, None, self.notes,
+            self.centers[index], self.splits[index], self.class_names, None, self.notes, self.kind,
+            None if self.official is None else self.official[index],
         )  # fmt: skip
 
 
