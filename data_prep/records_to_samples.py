@@ -25,14 +25,19 @@ def _salt(salt_file: str) -> str:
     return deid.load_salt(salt_file or None)
 
 
+def _cfg_salt(cfg: dict[str, Any]) -> str:
+    """``cfg["public_salt"]`` (bundled public data only: a fixed, documented salt) or the private machine salt."""
+    return str(cfg.get("public_salt") or "") or _salt(str(cfg.get("salt_file", "")))
+
+
 def pseudonym(value: str, cfg: dict[str, Any]) -> str:
     """Salted (HMAC-SHA256) pseudonym of an identifier; the salt never enters the config or the shards."""
-    return deid.pseudonym(value, _salt(str(cfg.get("salt_file", ""))))
+    return deid.pseudonym(value, _cfg_salt(cfg))
 
 
 def identity_hashes(record: ImageRecord, cfg: dict[str, Any]) -> dict[str, str]:
     """``{"patient", "volume"}`` pseudonyms of a record (PatientID, else name+birth date, else study/series)."""
-    return deid.identity_hashes(record, _salt(str(cfg.get("salt_file", ""))))
+    return deid.identity_hashes(record, _cfg_salt(cfg))
 
 
 def normalize(array: np.ndarray, modality: str, cfg: dict[str, Any]) -> tuple[np.ndarray, list[float]]:

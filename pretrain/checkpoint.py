@@ -213,21 +213,45 @@ def prune(output_dir: str | Path, keep: int) -> list[Path]:
     return removed
 
 
+def _agreed_failure(accelerator: Accelerator, error: OSError | None) -> str | None:
+    """Every rank learns whether any rank failed (one collective on all ranks, so nobody waits forever)."""
+    local = None if error is None else str(output_error(error) or error)
+    if accelerator.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    failures = [f for f in gather_object([local]) if f is not None]
+    return failures[0] if failures else None
+
+
 def save_checkpoint(
     accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any], config_yaml: str, keep: int
 ) -> Path:
-    """Saves a complete checkpoint atomically (see the module docstring). All ranks must call it."""
+    """Saves a complete checkpoint atomically (see the module docstring). All ranks must call it.
+
+    Raises:
+        OutputError: on every rank, when any rank could not write (disk full, read-only); the ``.tmp`` directory
+            is removed and the previous checkpoints are untouched.
+    """
     root = checkpoints_root(output_dir)
     final = root / f"checkpoint_{step:08d}"
     tmp = root / f"{final.name}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    error: OSError | None = None
     try:
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+    except OSError as err:
+        error = err
+    failure = _agreed_failure(accelerator, error)
+    if failure is None:
+        try:
+            accelerator.save_state(str(tmp), safe_serialization=True)
+        except OSError as err:
+            error = err
+        failure = _agreed_failure(accelerator, error)
+    if failure is None and accelerator.is_main_process:
+        try:
             write_trainer_state(tmp, state, config_yaml)
             write_manifest(tmp)
             fsync_tree(tmp)
@@ -239,14 +263,17 @@ def save_checkpoint(
             _fsync_path(root)
             shutil.rmtree(old, ignore_errors=True)
             prune(output_dir, keep)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial save took
+        except OSError as err:
+            error = err
+    failure = _agreed_failure(accelerator, error) if failure is None else failure
+    if failure is not None:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial save took
         previous = [p.name for p in complete_checkpoints(output_dir)]
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-        reason = output_error(err)
         raise OutputError(
-            f"could not save checkpoint {final.name}: {reason or err}; {kept}",
+            f"could not save checkpoint {final.name}: {failure}; {kept}",
             fix="free disk space or point output_dir at a writable file system, then re-run (resume=auto)",
-        ) from err
+        ) from error
     accelerator.wait_for_everyone()
     return final

@@ -59,3 +59,20 @@ def test_a_failing_stage_is_one_error_line_with_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "failed with exit code 1" in err[0] and str(log) in err[0]
     assert "No module named no_such_module_for_the_demo" in log.read_text()
+
+
+def test_readme_excerpt_is_written_from_the_report_and_states_the_pretraining_seeds(tmp_path):
+    from demo.run import write_excerpt
+    from lvmmed.markers import read_block
+
+    report = tmp_path / "report.md"
+    report.write_text("# R\n\n## Did our pretraining help? (x)\n\n| a |\n|---|\n| 0.5 |\n\n## Results per task\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- demo-excerpt:start -->\nold numbers\n<!-- demo-excerpt:end -->\nbottom\n")
+    cfg = load_config(DemoConfig, overrides=["seeds=[0,1,2]", "readme=README.md"])
+    write_excerpt(cfg, report, 300.0, readme)
+    block = read_block(readme, "demo-excerpt")
+    assert "old numbers" not in block and "| 0.5 |" in block and "Results per task" not in block
+    assert "**1 pretraining run per loss**" in block and "3 downstream seeds" in block
+    assert readme.read_text().startswith("top\n") and readme.read_text().endswith("bottom\n")
+    assert "pretrain_extra" in cfg.pretrain_sets and not any(s.startswith("colin27") for s in cfg.pretrain_sets)

@@ -113,3 +113,43 @@ def test_output_on_a_real_read_only_mount(tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "read-only file system" in proc.stderr and "Traceback" not in proc.stderr
     assert (src / "ct.dcm").is_file()
+
+
+FAILING_RANK = """
+import errno, sys
+import accelerate
+real, calls = accelerate.Accelerator.save_state, []
+def save_state(self, directory, **kw):
+    calls.append(directory)
+    if self.process_index == 1 and len(calls) == 2:  # rank 1 finds its disk full at the second checkpoint
+        raise OSError(errno.ENOSPC, "No space left on device", directory)
+    return real(self, directory, **kw)
+accelerate.Accelerator.save_state = save_state
+from pretrain.__main__ import cli
+sys.exit(cli(sys.argv[1:]))
+"""
+
+
+@pytest.mark.multiprocess
+def test_a_full_disk_on_one_rank_stops_every_rank_without_hanging(mni_shards, tiny_pretrain_args, tmp_path):
+    import socket
+
+    from pretrain import checkpoint as ckpt
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "failing_rank.py"
+    script.write_text(FAILING_RANK)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script), *tiny_pretrain_args,
+           f"output_dir={out}", f"data.shards=[{mni_shards}]", "max_steps=2", "checkpoint_every=1"]  # fmt: skip
+    env = {**ENV, "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert proc.stderr.count("python -m pretrain: error: could not save checkpoint checkpoint_00000002") == 2
+    assert "no space left on device" in proc.stderr
+    previous = ckpt.checkpoints_root(out) / "checkpoint_00000001"
+    assert ckpt.checkpoint_problem(previous) is None
+    assert not (ckpt.checkpoints_root(out) / "checkpoint_00000002.tmp").exists()
