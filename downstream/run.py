@@ -4,10 +4,12 @@ Steps: load the task arrays → split (index file ``splits.json``) → build the
 (``lvmmed.create_backbone(backbone, in_chans, pretrained=weights, img_size)``) and the method → fit:
 
 * ``fit_mode == "features"`` (linear probe, logistic regression): features cached once, C swept on val;
-* otherwise the fixed lr × wd grid (``optim.lr_scale_grid`` × ``optim.wd_grid``): every cell trains a fresh copy
-  of the method on train and is scored on val (``optim.select_metric``); the best cell is kept (or retrained on
-  train+val with ``optim.refit_on_trainval``). Methods with ``init_head_from_probe`` get the logistic-regression
-  probe as their initial head first (MoVL ``init=lp``);
+* otherwise, with ``tuning.enabled`` (default), the per-method search of :mod:`downstream.tuning` (grid chosen on
+  val, early stopping, the initial state kept as a candidate); without it, the fixed lr × wd grid
+  (``optim.lr_scale_grid`` × ``optim.wd_grid``): every cell trains a fresh copy of the method on train and is
+  scored on val (``optim.select_metric``); the best cell is kept (or retrained on train+val with
+  ``optim.refit_on_trainval``). Methods with ``init_head_from_probe`` get the logistic-regression probe as their
+  initial head first (MoVL ``init=lp``);
 
 → test metrics with 95% bootstrap CIs (and the OOD set's when the task has one) → ``result.json``,
 ``result.csv`` (one flat row), ``config.yaml``, ``splits.json`` and the trainable delta ``delta.safetensors`` +
@@ -37,12 +39,14 @@ import torch.nn.functional as F
 
 from downstream import splits as splits_mod
 from downstream.config import DownstreamConfig
+from downstream.features import frozen_features
 from downstream.methods.linear import fit_logistic_probe
 from downstream.metrics import METRIC_NAMES, classification_metrics
 from downstream.registry import Method, build_method
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
-from downstream.train_loop import extract_features, predict_probs, train_method
+from downstream.train_loop import predict_probs, train_method
+from downstream.tuning import tune
 from lvmmed.config import save_config, to_dict
 from lvmmed.data.channels import match_channels
 
@@ -101,7 +105,7 @@ def _fit(method: Method, cfg: DownstreamConfig, xs: dict[str, torch.Tensor], ys:
     y_np = {k: v.cpu().numpy() for k, v in ys.items()}
     if method.fit_mode == "features" or method.init_head_from_probe:
         t = time.perf_counter()
-        feats = {k: extract_features(method, xs[k], cfg.optim.eval_batch_size) for k in ("train", "val")}
+        feats = {k: frozen_features(method, xs[k], cfg.optim.eval_batch_size) for k in ("train", "val")}
         out["feature_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         fit_x, fit_y = feats["train"], y_np["train"]
@@ -132,6 +136,8 @@ def _fit(method: Method, cfg: DownstreamConfig, xs: dict[str, torch.Tensor], ys:
             out["best_hparams"] = {"C": probe.c}
             out["train_seconds"] = out["feature_seconds"] + out["probe_seconds"]
             return method
+    if cfg.tuning.enabled:  # per-method grid on val, early stopping, initial state kept (downstream.tuning)
+        return tune(method, cfg, xs, ys, out)
     grid, best, best_score = [], None, -np.inf
     t0 = time.perf_counter()
     has_val = len(ys["val"]) > 0

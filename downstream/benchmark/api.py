@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from downstream.benchmark import plots
+from downstream.benchmark import diagnostics, plots
 from downstream.benchmark import report as rp
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell, SkippedSource, expand
@@ -195,6 +195,11 @@ def write_report(cfg: BenchmarkConfig, cells: list[Cell], skipped: list[SkippedS
     weights_notes = [f"- `{w.name}`: {w.note or w.source}" for w in cfg.weights if w.name not in skipped_names]
     lines += ["**Weight sources:**", "", *weights_notes, "", *rp.task_tables(agg)]
     figures = _ablation_figures(agg, out) + _scaling_figures(agg, out)
+    diagnostic_lines, diagnostic_figures = diagnostics.section(
+        records, out, next(iter(agg.metrics.values()), "accuracy")
+    )
+    lines += diagnostic_lines
+    figures += diagnostic_figures
     forgetting_lines, forgetting_figures = _forgetting(records, out)
     lines += forgetting_lines
     figures += forgetting_figures
