@@ -137,7 +137,7 @@ def _fit(method: Method, cfg: DownstreamConfig, xs: dict[str, torch.Tensor], ys:
             out["train_seconds"] = out["feature_seconds"] + out["probe_seconds"]
             return method
     if cfg.tuning.enabled:  # per-method grid on val, early stopping, initial state kept (downstream.tuning)
-        return tune(method, cfg, xs, ys, out)
+        return tune(method, cfg, {k: xs[k] for k in ("train", "val")}, {k: ys[k] for k in ("train", "val")}, out)
     grid, best, best_score = [], None, -np.inf
     t0 = time.perf_counter()
     has_val = len(ys["val"]) > 0
