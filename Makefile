@@ -22,7 +22,7 @@ $(STAMP): requirements.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lvmmed.demo --out $(DEMO_OUT)
+	$(PY) -m demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -45,10 +45,12 @@ data: $(STAMP)
 	else apt-get update -qq && apt-get install -y -qq mricron-data; fi
 	$(PY) -m lvmmed.data.samples
 
+# Every bench (full mode), then the tables in bench/README.md and the figures quoted in docs/ (generated blocks).
 bench: $(STAMP)
-	@for f in bench/*.py; do case $$f in bench/summary.py|bench/_*) continue;; esac; \
+	@for f in bench/*.py; do case $$f in bench/summary.py|bench/docs.py|bench/_*) continue;; esac; \
 		echo "== $$f"; $(PY) $$f || echo "FAILED: $$f"; done
 	$(PY) bench/summary.py
+	$(PY) bench/docs.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -11,7 +11,7 @@ converts that folder with the real ``nifti`` converter (``read_nifti`` → MR pe
 * ``raw``: the bound, single process: ``nibabel`` load + raw slices (original dtype, no processing) written with
   ``webdataset.TarWriter``.
 
-Targets (issue 2): ``pool / single >= 1.8`` and ``pool / raw >= 0.5`` (slices per second). The JSON records
+Targets: ``pool / single >= 1.8`` and ``pool / raw >= 0.5`` (slices per second). The JSON records
 machine info and the load average before/after, because the machine may be shared.
 
 Usage: ``python bench/data_prep.py [--quick] [--size 224] [--out bench/results/data_prep.json]``.

@@ -3,10 +3,11 @@
 Task: ``tissue`` (MNI152 patches, bundled tiny shards; built into a temporary directory unless ``--data-root`` holds
 an ``mni152`` set). Backbone: ``vit_tiny`` at 32 px (``--backbone sam_vit_tiny`` also works), random init, one
 process. For every method, one epoch over the training split (same samples, same batch size) is timed after a
-one-step warm-up; the linear probe records feature extraction (train + val) and the logistic-regression C sweep
+one-step warm-up; the baseline, feature extraction, gets the same warm-up (one batch through the frozen backbone)
+before it is timed. The linear probe records feature extraction (train + val) and the logistic-regression C sweep
 separately. Ratios are against the baseline measured in the same run: feature extraction of the same training split
 (a forward pass of the frozen backbone), i.e. ``epoch_seconds / feature_seconds``. No targets: the numbers feed the
-benchmark-matrix planning. The load average is recorded because the machine may be shared.
+benchmark-matrix planning. The load average at start and end is recorded because the machine may be shared.
 
 Usage: ``python bench/downstream.py [--quick] [--data-root runs/shards] [--out bench/results/downstream.json]``.
 """
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
+from bench._common import BenchRun
 from downstream.config import DownstreamConfig
 from downstream.methods.gmoe import GMoEAdapter
 from downstream.methods.linear import fit_logistic_probe
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     per_class = 8 if args.quick else 100
-    load_before = os.getloadavg()
+    run = BenchRun("downstream", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         root = _data_root(args.data_root, Path(tmp))
         cfg = load_config(
@@ -91,6 +91,7 @@ def main() -> None:
     steps = int(np.ceil(len(x) / cfg.optim.batch_size))
 
     probe = _build("linear", cfg, task.num_classes)
+    extract_features(probe, x[: cfg.optim.batch_size])  # warm-up, as every method gets one before it is timed
     t = time.perf_counter()
     feats = extract_features(probe, x)
     feature_seconds = time.perf_counter() - t
@@ -118,16 +119,15 @@ def main() -> None:
             "param_multiple": report["param_multiple"],
         }
         print(f"{key:<14} {info['seconds']:7.2f} s/epoch  ({len(x) / info['seconds']:7.1f} samples/s)", flush=True)
-    result = {
-        "benchmark": "downstream",
-        "quick": args.quick,
+    figures = {
         "task": "tissue",
         "backbone": args.backbone,
         "img_size": cfg.img_size,
         "train_samples": len(x),
         "batch_size": cfg.optim.batch_size,
         "steps_per_epoch": steps,
-        "baseline": "feature extraction of the training split (frozen forward pass)",
+        "threads": torch.get_num_threads(),
+        "baseline": "feature extraction of the training split (frozen forward pass, after a one-batch warm-up)",
         "feature_extraction_seconds": feature_seconds,
         "linear_probe": {
             "logreg_fit_seconds": lp_seconds,
@@ -136,20 +136,9 @@ def main() -> None:
             "ratio_fit_to_feature_extraction": lp_seconds / feature_seconds,
         },
         "methods": methods,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"features {feature_seconds:.2f}s, LP fit {lp_seconds:.2f}s -> {out}")
+    run.finish(figures, args.out)
+    print(f"features {feature_seconds:.2f}s, LP fit {lp_seconds:.2f}s -> {args.out}")
 
 
 if __name__ == "__main__":

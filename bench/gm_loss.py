@@ -5,7 +5,7 @@ it measures the forward+backward time (median over repeats) and the peak residen
 ``GraphMatchingLoss`` with the factorised solver (the default config), with pygmtools' dense RRWM (only where the
 dense Lawler K is practical), with the first-order Hungarian baseline, and of lightly's NT-Xent at the same N.
 At N = 64 it also compares the QAP objectives reached by the factorised and dense solvers on the same instances.
-Targets (issue 3): N=256 fwd+bwd ≤ 100 ms; ≥ 30× faster than dense at N=64 with an equal or better objective;
+Targets: N=256 fwd+bwd ≤ 100 ms; ≥ 30× faster than dense at N=64 with an equal or better objective;
 N=1024 under 2 GB peak. The machine is shared, so its load average is recorded with the numbers.
 """
 

@@ -12,8 +12,8 @@ profile ``tiny``: 64-px slices), its training split, batch 16, Adam, 2 intra-op 
 
 Each case trains ``--epochs`` epochs (median epoch time reported) and, without ``--quick``, also reports test
 Dice (or balanced accuracy) after those epochs: a cost figure, not a quality comparison (one template brain).
-``ratios`` are each case's time per epoch / the baseline's. The JSON records the load average before and after,
-since the machine may be shared.
+``ratios`` are each case's time per epoch / the baseline's. The JSON records the load average at start and end
+(``bench/_common.py``), since the machine may be shared.
 
 Usage: ``python bench/segmentation.py [--quick] [--shards DIR] [--epochs N] [--out bench/results/segmentation.json]``.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from bench._common import BenchRun  # noqa: E402
 
 CASES = {
     "unet_r18_finetune": ("seg-unet", "resnet18", ["unet.freeze_encoder=false"]),
@@ -120,30 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     epochs = args.epochs or (1 if args.quick else 3)
     names = QUICK if args.quick else tuple(CASES)
-    load_before = os.getloadavg()
+    run = BenchRun("segmentation", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         shards = _shards(args.shards, Path(tmp))
         t0 = time.perf_counter()
         cases = {name: run_case(name, shards, epochs, evaluate=not args.quick) for name in names}
         total = time.perf_counter() - t0
     base = cases[BASELINE]["time_per_epoch_s"]
-    result = {
-        "benchmark": "segmentation",
-        "quick": args.quick,
+    figures = {
         "baseline": BASELINE,
         "ratios": {f"{n}_vs_{BASELINE}": c["time_per_epoch_s"] / base for n, c in cases.items() if n != BASELINE},
         "cases": cases,
         "total_s": total,
-        "machine": {
-            "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
-            "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
-        },
         "config": {"img_size": 64, "batch_size": 16, "optimizer": "adam", "epochs": epochs},
-    }  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    }
+    result = run.finish(figures, args.out)
     print(
         json.dumps(
             {"ratios": result["ratios"], "time_per_epoch_s": {n: c["time_per_epoch_s"] for n, c in cases.items()}}

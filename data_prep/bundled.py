@@ -36,7 +36,7 @@ from lvmmed.data.readers import ImageRecord, read_nifti
 
 from .config import ConvertConfig
 from .engine import Task, run_tasks
-from .process import normalize, pseudonym, record_samples, slices
+from .records_to_samples import normalize, pseudonym, record_samples, slices
 
 log = logging.getLogger(__name__)
 

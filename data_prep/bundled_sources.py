@@ -26,7 +26,7 @@ from lvmmed.data.readers import ImageRecord, load_image
 
 from .encode import foreground_fraction
 from .engine import SkipInput, Task
-from .process import pseudonym, record_samples
+from .records_to_samples import pseudonym, record_samples
 
 IMAGING_MODALITIES = ("CT", "MR", "CR", "DX", "US", "NM", "MG", "XA", "PT", "RF")
 _TINY_MAX_FILE_FRAMES = 64  # the tiny profile leaves out the 120-frame cine (3 s of JPEG decoding)

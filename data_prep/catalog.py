@@ -1,9 +1,10 @@
 """Catalog of the public datasets LVM-Med pretrained on (Nguyen et al., NeurIPS 2023, arXiv 2306.11925).
 
-The 49 folders of ``lvm-med-training-data/`` (shared/reference/lvmmed.md §1.5) plus well-known datasets of the
-same families (the paper counts 55; the list of the missing ones is not public, so the additions are marked
-``lvmmed_folder=None``). Every entry gives the modality, organ, source format, the on-disk layout it expects
-(the layout of the official download, unpacked), the converter and its parameters, the licence and homepage.
+The 49 folders of ``lvm-med-training-data/`` in the official repository (github.com/duyhominhnguyen/LVM-Med) plus
+well-known datasets of the same families (the paper counts 55; the list of the missing ones is not public, so the
+additions are marked ``lvmmed_folder=None``). Every entry gives the modality, organ, source format, the on-disk
+layout it expects (the layout of the official download, unpacked), the converter and its parameters, the licence
+and homepage.
 Nothing is downloaded: ``convert NAME --src DIR`` works for entries whose files the user has; when the files do
 not match, :class:`LayoutError` shows the expected layout. Licences are summaries: check the homepage terms.
 """

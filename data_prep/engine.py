@@ -25,7 +25,7 @@ from typing import Any
 from lvmmed.data.shards import MANIFEST_NAME
 
 from .manifest import build_manifest, write_failures, write_manifest
-from .splits import assign_splits
+from .patient_split import assign_splits
 from .writer import EncodedSample, ShardSetWriter, read_journal
 
 

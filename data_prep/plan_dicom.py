@@ -26,7 +26,7 @@ from lvmmed.data.readers.dicom_file import _identity, read_dataset
 from lvmmed.data.readers.record import ReaderError
 
 from .engine import SkipInput, Task
-from .process import _salt, record_samples
+from .records_to_samples import _salt, record_samples
 
 PROCESSOR = "data_prep.plan_dicom:process_series"
 

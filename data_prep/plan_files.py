@@ -21,7 +21,7 @@ import numpy as np
 from lvmmed.data.readers.images import IMAGE_EXTENSIONS
 
 from .engine import Task
-from .process import pseudonym, record_samples
+from .records_to_samples import pseudonym, record_samples
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

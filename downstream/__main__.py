@@ -33,7 +33,8 @@ def run_dir(cfg: DownstreamConfig, seed: int) -> Path:
 def _reevaluate(directory: Path) -> int:
     import numpy as np
 
-    from downstream.run import _evaluate, load_delta, prepare_inputs, resolve_device
+    from downstream.run import evaluate_split, load_delta, prepare_inputs
+    from downstream.runtime import resolve_device
     from downstream.splits import load_splits
     from downstream.tasks import load_task
 
@@ -42,7 +43,7 @@ def _reevaluate(directory: Path) -> int:
     data = load_task(cfg.task, cfg.data_root, cfg.patch_size, cfg.patch_stride, cfg.max_per_class)
     test = load_splits(directory / "splits.json")["test"]
     device = resolve_device(cfg.device)
-    res = _evaluate(
+    res = evaluate_split(
         method.to(device), prepare_inputs(data.images[test], cfg, device), np.asarray(data.labels[test]), cfg
     )
     print(json.dumps(res["metrics"], indent=1))
@@ -73,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
         return _reevaluate(args.eval)
-    from downstream.segmentation.run import wants_segmentation
+    from downstream.registry import is_segmentation
 
-    if wants_segmentation(*_method_and_task(args.config, args.overrides)):
+    if is_segmentation(*_method_and_task(args.config, args.overrides)):
         from downstream.segmentation.__main__ import main as segmentation_main
 
         return segmentation_main(argv)

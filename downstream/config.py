@@ -26,7 +26,7 @@ SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
 @dataclass
-class OptimConfig:
+class TransferOptimConfig:
     """SGD training of the non-closed-form methods (VPT/Bahng protocol: SGD, momentum 0.9, warmup + cosine).
 
     Attributes:
@@ -35,7 +35,7 @@ class OptimConfig:
         head_lr / backbone_lr: Base lrs of the head group and of backbone-side groups (finetune, partial).
         lr_scale: Multiplier applied to every group's lr (the current grid value).
         weight_decay: Current weight decay (the current grid value).
-        lr_scale_grid / wd_grid: The fixed lr × wd grid searched on val (downstream.md §4, VPT ``tune_vtab``).
+        lr_scale_grid / wd_grid: The fixed lr × wd grid searched on val (VPT's ``tune_vtab.py``, github.com/KMnP/vpt).
         warmup_frac: Fraction of steps with linear warmup before cosine decay.
         grad_clip: Max grad norm (0 disables).
         select_metric: Validation metric that picks the grid cell.
@@ -125,8 +125,8 @@ class VPConfig:
 class MoVLConfig:
     """MoVL (Tian et al. 2024): VP + LP on a frozen backbone; loss = CE + weight · discrepancy(prompted, plain).
 
-    The paper's exact form is unverified (downstream.md §3). Our default: MSE between prompted and plain pooled
-    features, weight 1, joint training from an LP-initialised head, pad prompt.
+    The paper's exact form is not public (arXiv 2405.07411 gives no formula or code). Our default: MSE between
+    prompted and plain pooled features, weight 1, joint training from an LP-initialised head, pad prompt.
 
     Attributes:
         weight: λ of the discrepancy term.
@@ -212,7 +212,7 @@ class LoRAConfig:
 
 @dataclass
 class GMoEConfig:
-    """GMoE-Adapter (Mo et al. 2024), our formulation (the paper's gate is unverified, downstream.md §6).
+    """GMoE-Adapter (Mo et al. 2024), our formulation (the gate of arXiv 2404.12876 is not public).
 
     Attributes:
         general_backbone: Architecture of the general stream ("" = same as ``backbone``).
@@ -295,7 +295,7 @@ class DownstreamConfig:
     device: str = "auto"
     progress: bool = True
     save_delta: bool = True
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: TransferOptimConfig = field(default_factory=TransferOptimConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
     partial: PartialConfig = field(default_factory=PartialConfig)

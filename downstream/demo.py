@@ -1,8 +1,8 @@
 """The downstream step of ``make demo``: pretrained weights vs random init on the tissue task.
 
-``lvmmed.demo`` (owned by the benchmark) calls :func:`run_demo_downstream` and prints :func:`format_table`. Each cell
-is one :func:`downstream.run.run_experiment` with ``configs/downstream/demo.yaml`` (small budget: minutes on 2 CPU
-cores) plus the caller's overrides.
+``demo.run`` (the ``make demo`` orchestrator) calls :func:`run_demo_downstream` and prints
+:func:`format_table`. Each cell is one :func:`downstream.run.run_experiment` with
+``configs/downstream/demo.yaml`` (small budget: minutes on 2 CPU cores) plus the caller's overrides.
 """
 
 from __future__ import annotations

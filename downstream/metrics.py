@@ -19,6 +19,13 @@ from scipy.stats import rankdata
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits (max-subtracted, so large logits do not overflow)."""
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows = true class, columns = predicted class."""
     flat = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)

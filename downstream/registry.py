@@ -1,21 +1,14 @@
-"""One registry for every downstream adaptation method (classification and segmentation).
+"""Which class runs which method key: plain tables, no registration side effects.
 
-Keys follow the research notes (downstream.md §9): ``linear``, ``mlp``, ``finetune``, ``partial-k``, ``vp-pad``,
-``vp-fixed``, ``vp-random``, ``movl``, ``vpt-shallow``, ``vpt-deep``, ``adapter``, ``lora``, ``gmoe-adapter`` for
-classification; segmentation methods register themselves with ``task="segmentation"``.
+Classification keys (``CLASSIFICATION_METHODS``): ``linear``, ``mlp``, ``finetune``, ``partial-k``, ``vp-pad``,
+``vp-fixed``, ``vp-random``, ``movl``, ``vpt-shallow``, ``vpt-deep``, ``adapter``, ``lora``, ``gmoe-adapter``.
+Segmentation keys (:func:`segmentation_methods`, imported on demand because it pulls in MONAI, which is slow):
+``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep``, ``mask-guided``. The contract every class implements is
+:mod:`downstream.contract`. A project adds its own method with :func:`register_method` (a decorator that puts the
+class into ``USER_METHODS``).
 
-A method is a small :class:`Method` (an ``nn.Module``) that wraps a backbone (lvmmed ``Backbone`` contract),
-declares its trainable parameters at construction and computes its own loss terms (the training loop only sums
-them). Conventions shared by every method:
-
-* the backbone is frozen unless the method says otherwise, and frozen sub-trees stay in ``eval()`` during
-  training (VPT's overridden ``train()``), so BatchNorm statistics and dropout never change;
-* ``param_groups(cfg)`` returns separate groups (pixel prompts want lr ~40, heads a small lr);
-* ``delta_state_dict()`` holds only the declared trainable tensors; checkpoints add a reference to the weights;
-* ``parameter_report()`` gives trainable and total parameters and the trainable percentage.
-
-Parametrised keys: a registered key ending in ``-k`` (``partial-k``) also accepts ``partial-2``, ``partial-4``...;
-the method receives the concrete key and parses its argument.
+Parametrised keys: a key ending in ``-k`` (``partial-k``) also accepts ``partial-2``, ``partial-4``...; the method
+receives the concrete key and parses its argument.
 
 Example:
     >>> from lvmmed.models import create_backbone
@@ -28,86 +21,138 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
+from downstream.contract import Method
+from downstream.methods.adapter import AdapterTuning
+from downstream.methods.finetune import FullFinetune
+from downstream.methods.gmoe import GMoEAdapter
+from downstream.methods.linear import LinearProbe
+from downstream.methods.lora import LoRATuning
+from downstream.methods.mlp import MLPProbe
+from downstream.methods.movl import MoVL
+from downstream.methods.partial import PartialFinetune
+from downstream.methods.visual_prompt import VPFixed, VPPad, VPRandom
+from downstream.methods.vpt import VPTDeep, VPTShallow
+
 TASKS = ("classification", "segmentation")
-METHODS: dict[str, type[Method]] = {}
+
+CLASSIFICATION_METHODS: dict[str, type[Method]] = {
+    "linear": LinearProbe,
+    "mlp": MLPProbe,
+    "finetune": FullFinetune,
+    "partial-k": PartialFinetune,
+    "vp-pad": VPPad,
+    "vp-fixed": VPFixed,
+    "vp-random": VPRandom,
+    "movl": MoVL,
+    "vpt-shallow": VPTShallow,
+    "vpt-deep": VPTDeep,
+    "adapter": AdapterTuning,
+    "lora": LoRATuning,
+    "gmoe-adapter": GMoEAdapter,
+}
+SEGMENTATION_METHOD_KEYS = ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided")
+USER_METHODS: dict[str, type[Method]] = {}
+# Kept for existing imports: the classification table plus the methods a project registered.
+METHODS: dict[str, type[Method]] = CLASSIFICATION_METHODS
+
+
+def segmentation_methods() -> dict[str, type[Method]]:
+    """The segmentation table (imported on first use: MONAI is slow to import)."""
+    from downstream.segmentation.mask_guided import MaskGuidedClassifier
+    from downstream.segmentation.prompt_segmenter import DeepPromptSegmenter, ShallowPromptSegmenter
+    from downstream.segmentation.unet import SegUNet
+
+    table = {
+        "seg-unet": SegUNet,
+        "seg-prompt-shallow": ShallowPromptSegmenter,
+        "seg-prompt-deep": DeepPromptSegmenter,
+        "mask-guided": MaskGuidedClassifier,
+    }
+    assert tuple(table) == SEGMENTATION_METHOD_KEYS
+    return table
 
 
 def register_method(key: str, task: str = "classification") -> Callable[[type[Method]], type[Method]]:
-    """Class decorator that registers a :class:`Method` subclass under ``key``.
+    """Class decorator that adds a project's own :class:`~downstream.contract.Method` subclass under ``key``.
 
     Args:
-        key: Registry key (``vp-pad``); a key ending in ``-k`` is parametrised (``partial-k`` → ``partial-2``).
+        key: Method key (``my-probe``); a key ending in ``-k`` is parametrised (``my-k`` → ``my-2``).
         task: ``"classification"`` or ``"segmentation"``.
 
     Raises:
-        ValueError: Duplicate key or unknown task.
+        ValueError: The key is taken (built-in or registered) or the task is unknown.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
 
     def deco(cls: type[Method]) -> type[Method]:
-        if key in METHODS and METHODS[key] is not cls:
-            raise ValueError(f"method key {key!r} is already registered by {METHODS[key].__name__}")
+        taken = {**CLASSIFICATION_METHODS, **USER_METHODS}
+        if (key in taken and taken[key] is not cls) or key in SEGMENTATION_METHOD_KEYS:
+            raise ValueError(f"method key {key!r} is already taken")
         cls.registry_key = key
         cls.task = task
-        METHODS[key] = cls
+        USER_METHODS[key] = cls
         return cls
 
     return deco
 
 
-def _ensure_builtin_methods(segmentation: bool = False) -> None:
-    """Imports the built-in method packages (segmentation only on demand: it pulls in MONAI, which is slow)."""
-    importlib.import_module("downstream.methods")  # registers the classification methods
-    if segmentation and importlib.util.find_spec("downstream.segmentation") is not None:
-        importlib.import_module("downstream.segmentation")  # registers the segmentation methods
+def all_methods(segmentation: bool = True) -> dict[str, type[Method]]:
+    """Every key → class: built-in classification, built-in segmentation (when asked) and registered."""
+    return {**CLASSIFICATION_METHODS, **(segmentation_methods() if segmentation else {}), **USER_METHODS}
 
 
-def _parametrised(key: str) -> tuple[str, str] | None:
-    match = re.fullmatch(r"(.+)-(\d+)", key)
-    if match and f"{match.group(1)}-k" in METHODS:
-        return f"{match.group(1)}-k", match.group(2)
-    return None
+def _known_keys() -> list[str]:
+    return sorted({*CLASSIFICATION_METHODS, *SEGMENTATION_METHOD_KEYS, *USER_METHODS})
 
 
 def resolve_key(key: str) -> tuple[str, str | None]:
-    """Maps a concrete key to ``(registered_key, argument)``: ``partial-2`` → ``("partial-k", "2")``."""
-    for load_segmentation in (False, True):
-        _ensure_builtin_methods(segmentation=load_segmentation)
-        if key in METHODS:
-            return key, None
-        found = _parametrised(key)
-        if found:
-            return found
-    raise KeyError(f"Unknown method {key!r}. Known: {', '.join(list_methods())}")
+    """Maps a concrete key to ``(table_key, argument)``: ``partial-2`` → ``("partial-k", "2")``.
+
+    Needs no import of the segmentation methods (the check runs before any data or model loads).
+
+    Raises:
+        KeyError: Unknown key (the message lists the known ones).
+    """
+    known = _known_keys()
+    if key in known:
+        return key, None
+    match = re.fullmatch(r"(.+)-(\d+)", key)
+    if match and f"{match.group(1)}-k" in known:
+        return f"{match.group(1)}-k", match.group(2)
+    raise KeyError(f"Unknown method {key!r}. Known: {', '.join(known)}")
+
+
+def method_task(key: str) -> str:
+    """``"classification"`` or ``"segmentation"`` for a (possibly parametrised) key, without importing MONAI."""
+    table_key = resolve_key(key)[0]
+    if table_key in SEGMENTATION_METHOD_KEYS:
+        return "segmentation"
+    return (USER_METHODS.get(table_key) or CLASSIFICATION_METHODS[table_key]).task
 
 
 def list_methods(task: str | None = None) -> list[str]:
-    """Registered keys, optionally only those of one task."""
-    _ensure_builtin_methods(segmentation=task != "classification")
-    return sorted(k for k, cls in METHODS.items() if task is None or cls.task == task)
+    """Known keys, optionally only those of one task family."""
+    return sorted(k for k in _known_keys() if task is None or method_task(k) == task)
 
 
 def get_method_class(key: str) -> type[Method]:
-    """The class registered for ``key`` (parametrised keys resolved)."""
-    return METHODS[resolve_key(key)[0]]
+    """The class of ``key`` (parametrised keys resolved)."""
+    table_key = resolve_key(key)[0]
+    return all_methods(segmentation=table_key in SEGMENTATION_METHOD_KEYS)[table_key]
 
 
 def build_method(key: str, backbone: nn.Module, num_classes: int, cfg: Any) -> Method:
     """Builds method ``key`` around ``backbone`` for ``num_classes`` outputs.
 
     Args:
-        key: A registered key or a parametrised form of one (``partial-2``).
+        key: A known key or a parametrised form of one (``partial-2``).
         backbone: An lvmmed ``Backbone``; the method takes ownership (it may freeze or wrap it).
         num_classes: Output classes.
         cfg: The run config (``DownstreamConfig`` for classification); methods read their sub-config.
@@ -116,178 +161,19 @@ def build_method(key: str, backbone: nn.Module, num_classes: int, cfg: Any) -> M
     return cls(backbone, num_classes, cfg, key=key)
 
 
-def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Task loss: CE for integer targets, BCE-with-logits for multi-label (float, same shape) targets."""
-    if target.dtype.is_floating_point and target.shape == logits.shape:
-        return F.binary_cross_entropy_with_logits(logits, target)
-    return F.cross_entropy(logits, target)
+def is_segmentation(method: str = "", task: str = "") -> bool:
+    """The one rule for "does this cell run through ``run_segmentation``?".
 
-
-class Method(nn.Module):
-    """Base class of downstream methods.
-
-    Subclasses build their modules in ``__init__`` (calling ``super().__init__`` first, which freezes the
-    backbone), unfreeze what they train, and finally call :meth:`declare_trainable`. They implement
-    :meth:`forward` returning logits, or a dict with ``"logits"`` plus whatever :meth:`extra_loss` needs.
-
-    Attributes:
-        registry_key: Key the class is registered under.
-        task: ``"classification"`` or ``"segmentation"``.
-        fit_mode: ``"sgd"`` (trained by :mod:`downstream.train_loop`) or ``"features"`` (closed-form fit on
-            cached backbone features, e.g. the logistic-regression linear probe).
-        init_head_from_probe: The runner fits a logistic-regression probe on cached features first and loads
-            it with :meth:`load_probe` (LP-initialised head, e.g. MoVL ``init=lp``).
-        backbone_key: Attribute name of the primary backbone (parameter multiples are relative to it).
+    True for a segmentation method key (``seg-*``, ``mask-guided`` or a registered segmentation method) or a
+    bundled segmentation task (``seg_tissue``, ``mask_guided_tissue``...); a shard-set task (``shards:<dir>``) is
+    decided by its method. Unknown method keys count as classification (the classification CLI reports them).
     """
+    from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
 
-    registry_key: str = ""
-    task: str = "classification"
-    fit_mode: str = "sgd"
-    init_head_from_probe: bool = False
-
-    def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
-        super().__init__()
-        self.key = key or self.registry_key
-        self.cfg = cfg
-        self.num_classes = int(num_classes)
-        self.backbone = backbone
-        self.backbone.requires_grad_(False)
-        self._backbone_numel = sum(p.numel() for p in backbone.parameters())  # before any injection (LoRA)
-        self._declared: list[str] = []
-
-    # ----- declaration ---------------------------------------------------------------------------
-    def declare_trainable(self) -> None:
-        """Records the parameters that currently require grad as this method's trainable delta."""
-        self._declared = [n for n, p in self.named_parameters() if p.requires_grad]
-        if not self._declared:
-            raise RuntimeError(f"{type(self).__name__} declares no trainable parameters")
-
-    @property
-    def declared_names(self) -> list[str]:
-        return list(self._declared)
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The declared trainable parameters (phases may temporarily freeze some of them)."""
-        named = dict(self.named_parameters())
-        return [named[n] for n in self._declared]
-
-    def named_trainable(self) -> Iterator[tuple[str, nn.Parameter]]:
-        named = dict(self.named_parameters())
-        for n in self._declared:
-            yield n, named[n]
-
-    # ----- optimisation --------------------------------------------------------------------------
-    def param_groups(self, cfg: Any) -> list[dict[str, Any]]:
-        """Optimiser groups ``{"name", "params", "lr", "weight_decay"}``.
-
-        The default puts every declared parameter whose name starts with ``head`` into a ``head`` group at
-        ``cfg.optim.head_lr`` and the rest into a ``backbone`` group at ``cfg.optim.backbone_lr``; both are
-        multiplied by ``cfg.optim.lr_scale`` (the grid value). Subclasses with prompts override this.
-        """
-        head = [p for n, p in self.named_trainable() if n.startswith("head")]
-        rest = [p for n, p in self.named_trainable() if not n.startswith("head")]
-        return self._groups(cfg, [("head", head, cfg.optim.head_lr), ("backbone", rest, cfg.optim.backbone_lr)])
-
-    @staticmethod
-    def _groups(cfg: Any, spec: list[tuple[str, list[nn.Parameter], float]]) -> list[dict[str, Any]]:
-        scale, wd = float(cfg.optim.lr_scale), float(cfg.optim.weight_decay)
-        return [
-            {"name": name, "params": params, "lr": lr * scale, "weight_decay": wd}
-            for name, params, lr in spec
-            if params
-        ]
-
-    def phases(self) -> list[tuple[str, float]]:
-        """Training phases as ``(name, fraction_of_steps)``; one joint phase by default."""
-        return [("joint", 1.0)]
-
-    def set_phase(self, name: str) -> None:
-        """Switches which declared parameters train in phase ``name`` (default: all)."""
-        for p in self.trainable_parameters():
-            p.requires_grad_(True)
-
-    # ----- losses --------------------------------------------------------------------------------
-    @staticmethod
-    def logits_of(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return out["logits"] if isinstance(out, dict) else out
-
-    def task_loss(self, out: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (BCE for multi-label) on the logits. Segmentation methods override this."""
-        return cross_entropy_loss(self.logits_of(out), target)
-
-    def extra_loss(self, out: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Auxiliary, already weighted loss terms (MoVL discrepancy, GMoE balance). None by default."""
-        return {}
-
-    def losses(self, out: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All loss terms; the training loop sums them."""
-        return {"task": self.task_loss(out, target), **self.extra_loss(out)}
-
-    # ----- features (cached-feature fits) --------------------------------------------------------
-    @torch.no_grad()
-    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen pooled backbone features (B, feature_dim) of plain inputs."""
-        return self.backbone(x)
-
-    def load_probe(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        """Loads a fitted linear probe (C, D) / (C,) into the method's head. Methods with a head override."""
-        raise NotImplementedError(f"{type(self).__name__} has no linear head to load a probe into")
-
-    # ----- modes and reporting -------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Method:
-        """Sets train mode, but keeps every sub-tree without trainable parameters in ``eval()``."""
-        super().train(mode)
-        if mode:
-            _eval_frozen_subtrees(self)
-        return self
-
-    def parameter_report(self) -> dict[str, float]:
-        """Trainable / total parameters, trainable %, and the total as a multiple of the primary backbone."""
-        seen: set[int] = set()
-        total = 0
-        for p in self.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-        trainable = sum(p.numel() for p in self.trainable_parameters())
-        backbone = self._backbone_numel
-        return {
-            "trainable": int(trainable),
-            "total": int(total),
-            "trainable_pct": 100.0 * trainable / max(total, 1),
-            "backbone": int(backbone),
-            "param_multiple": total / max(backbone, 1),
-        }
-
-    def delta_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the declared trainable tensors (detached, on CPU)."""
-        return {n: p.detach().cpu().clone() for n, p in self.named_trainable()}
-
-    def load_delta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Loads a delta; every declared tensor must be present and no other."""
-        missing = sorted(set(self._declared) - set(state))
-        unexpected = sorted(set(state) - set(self._declared))
-        if missing or unexpected:
-            raise KeyError(f"delta mismatch for {self.key}: missing={missing} unexpected={unexpected}")
-        named = dict(self.named_parameters())
-        with torch.no_grad():
-            for n, t in state.items():
-                named[n].copy_(t.to(named[n].device, named[n].dtype))
-
-
-def _has_trainable(module: nn.Module) -> bool:
-    return any(p.requires_grad for p in module.parameters())
-
-
-def _eval_frozen_subtrees(module: nn.Module) -> None:
-    for child in module.children():
-        if not _has_trainable(child):
-            child.eval()
-        else:
-            _eval_frozen_subtrees(child)
-
-
-def make_head(in_dim: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """A linear head (optionally with dropout, VPT ``MODEL.LINEAR.DROPOUT``)."""
-    linear = nn.Linear(in_dim, num_classes)
-    return nn.Sequential(nn.Dropout(dropout), linear) if dropout > 0 else linear
+    if method:
+        try:
+            if method_task(method) == "segmentation":
+                return True
+        except KeyError:
+            pass
+    return task in SEGMENTATION_TASKS

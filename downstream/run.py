@@ -22,14 +22,11 @@ non-zero); a benchmark matrix therefore keeps going when one cell cannot run (e.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import json
 import logging
 import os
-import random
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +36,19 @@ import torch.nn.functional as F
 
 from downstream import splits as splits_mod
 from downstream.config import DownstreamConfig
+from downstream.contract import Method
 from downstream.features import frozen_features
 from downstream.methods.linear import fit_logistic_probe
 from downstream.metrics import METRIC_NAMES, classification_metrics
-from downstream.registry import Method, build_method
+from downstream.registry import build_method
+from downstream.runtime import recorded_run, resolve_device, seed_everything
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
 from downstream.train_loop import predict_probs, train_method
 from downstream.tuning import tune
-from lvmmed.config import save_config, to_dict
 from lvmmed.data.channels import match_channels
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def prepare_inputs(images: np.ndarray, cfg: DownstreamConfig, device: torch.device) -> torch.Tensor:
@@ -86,12 +72,6 @@ def build_for(cfg: DownstreamConfig, num_classes: int) -> Method:
 def _score(y: np.ndarray, probs: np.ndarray, metric: str) -> float:
     value = classification_metrics(y, probs, with_confusion=False)[metric]
     return -1.0 if np.isnan(value) else float(value)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def _with_optim(cfg: DownstreamConfig, lr_scale: float, wd: float) -> DownstreamConfig:
@@ -166,7 +146,8 @@ def _fit(method: Method, cfg: DownstreamConfig, xs: dict[str, torch.Tensor], ys:
     return best
 
 
-def _evaluate(method: Method, x: torch.Tensor, y: np.ndarray, cfg: DownstreamConfig) -> dict[str, Any]:
+def evaluate_split(method: Method, x: torch.Tensor, y: np.ndarray, cfg: DownstreamConfig) -> dict[str, Any]:
+    """Test metrics, confusion matrix and bootstrap 95% CIs of ``method`` on prepared inputs ``x``."""
     probs = predict_probs(method, x, cfg.optim.eval_batch_size)
     full = classification_metrics(y, probs)
     return {
@@ -228,29 +209,6 @@ def _flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _write_outputs(result: dict[str, Any], out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=float))
-    tmp.replace(out_dir / "result.json")
-    row = _flat_row(result)
-    with open(out_dir / "result.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
-
-
-def with_weight_normalisation(cfg: Any) -> Any:
-    """Returns ``cfg`` with the export's recorded input normalisation when ``cfg.norm_from_weights`` is set."""
-    from lvmmed.weights import export_normalisation
-
-    stats = export_normalisation(cfg.weights) if cfg.norm_from_weights else None
-    if stats is None or stats == (cfg.norm_mean, cfg.norm_std):
-        return cfg
-    log.info("using the input normalisation recorded by %s: mean=%.3f std=%.3f", cfg.weights, *stats)
-    return dataclasses.replace(cfg, norm_mean=stats[0], norm_std=stats[1])
-
-
 def run_experiment(cfg: DownstreamConfig) -> dict[str, Any]:
     """Runs one cell and writes its outputs to ``cfg.output_dir``; returns the result dict.
 
@@ -260,27 +218,12 @@ def run_experiment(cfg: DownstreamConfig) -> dict[str, Any]:
     confusion}), params {trainable, total, trainable_pct, backbone, param_multiple}, seconds, train_seconds,
     status ("ok" | "failed"), error, output_dir``.
     """
-    start = time.perf_counter()
-    cfg = with_weight_normalisation(cfg)
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
-    result: dict[str, Any] = {
+    header = {
         "task": cfg.task, "method": cfg.method, "weights": cfg.weights, "weights_name": cfg.weights_name or cfg.weights,
         "backbone": cfg.backbone, "seed": cfg.seed, "shot": cfg.shot, "fraction": cfg.fraction,
-        "split_mode": cfg.split_mode, "split": "test", "status": "running", "error": "", "output_dir": str(out_dir),
+        "split_mode": cfg.split_mode, "split": "test",
     }  # fmt: skip
-    try:
-        result.update(_run(cfg, out_dir))
-        result["status"] = "ok"
-    except Exception as err:  # recorded for the benchmark matrix; the CLI turns it into a non-zero exit
-        result["status"], result["error"] = "failed", f"{type(err).__name__}: {err}"
-        (out_dir / "error.txt").write_text(traceback.format_exc())
-        log.error("downstream run failed (%s): %s", out_dir, result["error"])
-    result["seconds"] = time.perf_counter() - start
-    result["config"] = to_dict(cfg)
-    _write_outputs(result, out_dir)
-    return result
+    return recorded_run(cfg, header, _run, _flat_row)
 
 
 def _run(cfg: DownstreamConfig, out_dir: Path) -> dict[str, Any]:
@@ -314,7 +257,7 @@ def _run(cfg: DownstreamConfig, out_dir: Path) -> dict[str, Any]:
     ood_eval = None
     if ood_data is not None:
         x_ood = prepare_inputs(ood_data.images, cfg, device)
-        ood_eval = {"source": ood_data.source, **_evaluate(best, x_ood, ood_data.labels, cfg)}
+        ood_eval = {"source": ood_data.source, **evaluate_split(best, x_ood, ood_data.labels, cfg)}
     if ood_is_test:
         if ood_eval is None:
             raise RuntimeError(f"task {cfg.task} needs its OOD shard set")
@@ -322,7 +265,7 @@ def _run(cfg: DownstreamConfig, out_dir: Path) -> dict[str, Any]:
         out["n_test"], out["split"], out["test_source"] = ood_eval["n"], "ood", ood_eval["source"]
         out["ood"] = None
     else:
-        test = _evaluate(best, xs["test"], data.labels[idx["test"]], cfg)
+        test = evaluate_split(best, xs["test"], data.labels[idx["test"]], cfg)
         out.update({k: test[k] for k in ("metrics", "ci95", "confusion")})
         out["test_source"] = data.source
         out["ood"] = ood_eval

@@ -2,7 +2,7 @@
 
 A task turns one shard set into arrays: images (N, C, H, W) float32 in [0, 1], integer labels, the split unit
 (``group``), the ``center`` and the shard split of every sample, plus an optional OOD evaluation set from another
-source. Tasks (bundled data, see data.md and :mod:`data_prep.bundled`):
+source. Tasks (bundled data, see :mod:`lvmmed.data.samples` and :mod:`data_prep.bundled`):
 
 * ``tissue``: patches of MNI152 2009a slices labelled background / csf_like / gm / wm from the slice's tissue mask
   (majority label of the central window). OOD set: the same patches from Colin27 (``colin27``, when built).

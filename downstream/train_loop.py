@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from downstream.registry import Method
+from downstream.contract import Method
 
 
 class NonFiniteLossError(FloatingPointError):

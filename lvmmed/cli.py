@@ -4,7 +4,7 @@
     lvmmed pretrain ...    == python -m pretrain ...            (accelerate launch -m pretrain for multi-GPU)
     lvmmed downstream ...  == python -m downstream ...
     lvmmed benchmark ...   == python -m downstream.benchmark ...
-    lvmmed demo ...        == python -m lvmmed.demo ...
+    lvmmed demo ...        == python -m demo ...
 
 Everything after the sub-command is passed through unchanged (``--config F key=value ...``), so the stage
 modules stay the single source of truth for their arguments; ``lvmmed <stage> --help`` shows the stage's help.
@@ -22,7 +22,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "self-supervised pretraining (graph-matching loss or baselines), exports weights"),
     "downstream": ("downstream", "one downstream run: task x method x weights x seed"),
     "benchmark": ("downstream.benchmark", "the methods x tasks x weights x seeds matrix and its report"),
-    "demo": ("lvmmed.demo", "the whole chain on the bundled data: prep -> pretrain -> benchmark -> report"),
+    "demo": ("demo", "the whole chain on the bundled data: prep -> pretrain -> benchmark -> report"),
 }
 
 

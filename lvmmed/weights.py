@@ -64,7 +64,7 @@ class WeightsNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class PublishedWeights:
-    """A published LVM-Med checkpoint (lvmmed.md §1.2)."""
+    """A published LVM-Med checkpoint (github.com/duyhominhnguyen/LVM-Med, README)."""
 
     filename: str
     architecture: str

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from downstream.benchmark.api import run_benchmark, write_report
+from downstream.benchmark.api import run_benchmark
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import expand
+from downstream.benchmark.report import write_report
 from lvmmed.config import parse_args
 
 

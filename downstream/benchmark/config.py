@@ -40,7 +40,7 @@ class MethodSpec:
     """One column of the results table.
 
     Attributes:
-        key: Registry key of the method (downstream.md §9), e.g. ``linear``, ``vpt-deep``, ``seg-unet``.
+        key: Registry key of the method (table in docs/downstream.md), e.g. ``linear``, ``vpt-deep``, ``seg-unet``.
         label: Column name in the report; defaults to ``key`` (a suffix keeps variants apart, e.g. ``vpt-deep@8``).
         overrides: Extra ``key=value`` overrides for this method's cells (e.g. ``vpt.num_tokens=8``).
         tasks: Restrict this method to these tasks (empty: every task), e.g. seg methods only on seg tasks.

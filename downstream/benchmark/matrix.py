@@ -19,14 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from downstream.benchmark.config import BenchmarkConfig, WeightSpec
+from downstream.registry import is_segmentation
+
+__all__ = ["Cell", "SkippedSource", "expand", "is_segmentation", "source_available"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@=+-]+")
-SEG_METHODS = ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided")
-
-
-def is_segmentation(method_key: str, task: str) -> bool:
-    """Segmentation cells run through ``downstream.segmentation`` (their own config schema, no k-shot)."""
-    return method_key in SEG_METHODS or task.startswith(("seg_", "mask_guided"))
 
 
 @dataclass(frozen=True)

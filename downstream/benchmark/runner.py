@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from downstream.benchmark.config import BenchmarkConfig
-from downstream.benchmark.matrix import Cell, is_segmentation
+from downstream.benchmark.matrix import Cell
+from downstream.registry import is_segmentation
 
 CELLS_DIR = "cells"
 Progress = Callable[[str], None]
@@ -116,7 +117,8 @@ def _default_run_fn(base_config: str, overrides: list[str]) -> dict:
 
     keys = dict(o.split("=", 1) for o in overrides)
     if is_segmentation(keys.get("method", ""), keys.get("task", "")):
-        from downstream.segmentation import SegmentationConfig, run_segmentation
+        from downstream.segmentation.config import SegmentationConfig
+        from downstream.segmentation.run import run_segmentation
 
         return run_segmentation(load_config(SegmentationConfig, resolve_path(base_config), overrides))
     from downstream.config import DownstreamConfig

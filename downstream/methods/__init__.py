@@ -1,14 +1,1 @@
-"""Classification methods; importing this package registers them in :mod:`downstream.registry`."""
-
-from downstream.methods import (  # noqa: F401
-    adapter,
-    finetune,
-    gmoe,
-    linear,
-    lora,
-    mlp,
-    movl,
-    partial,
-    visual_prompt,
-    vpt,
-)
+"""Classification methods, one module per method family; :mod:`downstream.registry` maps their keys to classes."""

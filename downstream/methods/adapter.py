@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
+from downstream.contract import HeadMethod, make_head
 
 
 class Bottleneck(nn.Module):
@@ -56,7 +55,6 @@ def block_widths(backbone: nn.Module) -> list[int]:
     return [int(c) for c in backbone.feature_channels[-backbone.num_blocks :]]
 
 
-@register_method("adapter")
 class AdapterTuning(HeadMethod):
     """One bottleneck adapter per block + linear head; backbone frozen and in ``eval()``."""
 

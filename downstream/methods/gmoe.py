@@ -3,7 +3,7 @@
 Mo, Luo, Wang, Li, "A Large-scale Medical Visual Task Adaptation Benchmark" (Med-VTAB, arXiv 2404.12876). Verified
 from the abstract: GMoE-Adapter combines medical and general pretraining weights through a gated mixture-of-experts
 adapter; third-party digests report 1.35× total parameters relative to one ViT. The gate formula, expert
-placement/count and bottleneck size are **unverified** (no code). Our formulation (downstream.md §6 proposal),
+placement/count and bottleneck size are **unverified** (no code). Our formulation,
 with every choice a ``gmoe.*`` field:
 
 * two frozen backbones of the same depth run block by block: the medical stream h^m (``weights``) and the
@@ -27,9 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from downstream.contract import HeadMethod, make_head
 from downstream.methods.adapter import Bottleneck, block_widths, hidden_layout, pool_hidden
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
 
 
 def _expand(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -47,7 +46,6 @@ def build_general_backbone(cfg: Any) -> nn.Module:
     )
 
 
-@register_method("gmoe-adapter")
 class GMoEAdapter(HeadMethod):
     """Per-block gated experts fusing a general backbone into a medical one (see module docstring).
 

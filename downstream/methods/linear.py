@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from downstream.registry import Method, make_head, register_method
+from downstream.contract import HeadMethod, make_head
+from downstream.metrics import softmax
 
 
 @dataclass
@@ -93,7 +94,7 @@ def fit_logistic_probe(
             best = (c, weight, bias)
             break
         logits = np.asarray(val_x, dtype=np.float64) @ weight.T + bias
-        probs = _softmax(logits)
+        probs = softmax(logits)
         score = score_fn(val_y, probs) if score_fn else float((probs.argmax(1) == val_y).mean())
         scores[c] = float(score)
         if best is None or score > scores[best[0]]:
@@ -107,29 +108,6 @@ def fit_logistic_probe(
     )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-class HeadMethod(Method):
-    """Shared base: frozen backbone, ``self.head`` on pooled features, probes load into the head."""
-
-    def _linear(self) -> nn.Linear:
-        head = self.head
-        return head if isinstance(head, nn.Linear) else next(m for m in head.modules() if isinstance(m, nn.Linear))
-
-    def load_probe(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        linear = self._linear()
-        if linear.weight.shape != weight.shape:
-            raise ValueError(f"probe shape {tuple(weight.shape)} != head shape {tuple(linear.weight.shape)}")
-        with torch.no_grad():
-            linear.weight.copy_(weight.to(linear.weight))
-            linear.bias.copy_(bias.to(linear.bias))
-
-
-@register_method("linear")
 class LinearProbe(HeadMethod):
     """LP: logits = W f(x) + b with f frozen (trainable: D·C + C)."""
 

@@ -12,11 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
+from downstream.contract import HeadMethod, make_head
 
 
-@register_method("lora")
 class LoRATuning(HeadMethod):
     """peft LoRA on the frozen backbone + linear head."""
 

@@ -8,11 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
-from downstream.registry import register_method
+from downstream.contract import HeadMethod
 
 
-@register_method("mlp")
 class MLPProbe(HeadMethod):
     """``mlp.layers`` Linear layers (GELU, dropout between them) on frozen pooled features."""
 

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
+from downstream.contract import HeadMethod, make_head
 from downstream.methods.visual_prompt import make_prompter, prompt_and_head_groups
-from downstream.registry import make_head, register_method
 
 
 def discrepancy(prompted: torch.Tensor, plain: torch.Tensor, kind: str) -> torch.Tensor:
@@ -45,7 +44,6 @@ def discrepancy(prompted: torch.Tensor, plain: torch.Tensor, kind: str) -> torch
     raise ValueError(f"unknown discrepancy {kind!r}")
 
 
-@register_method("movl")
 class MoVL(HeadMethod):
     """Joint VP + LP with a prompted-vs-plain discrepancy term (see module docstring)."""
 

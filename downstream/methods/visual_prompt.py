@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
+from downstream.contract import HeadMethod, make_head
 
 
 def _init(shape: tuple[int, ...], init: str) -> nn.Parameter:
@@ -135,16 +134,13 @@ class VisualPrompting(HeadMethod):
         return self.head(self.backbone(self.prompter(x)))
 
 
-@register_method("vp-pad")
 class VPPad(VisualPrompting):
     prompter_kind = "pad"
 
 
-@register_method("vp-fixed")
 class VPFixed(VisualPrompting):
     prompter_kind = "fixed"
 
 
-@register_method("vp-random")
 class VPRandom(VisualPrompting):
     prompter_kind = "random"

@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.methods.linear import HeadMethod
-from downstream.registry import make_head, register_method
+from downstream.contract import HeadMethod, make_head
 
 
 def _patch_size(backbone: nn.Module) -> int:
@@ -71,11 +70,9 @@ class VPT(HeadMethod):
         return self.head(pooled)
 
 
-@register_method("vpt-shallow")
 class VPTShallow(VPT):
     deep = False
 
 
-@register_method("vpt-deep")
 class VPTDeep(VPT):
     deep = True

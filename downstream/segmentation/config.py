@@ -5,8 +5,9 @@ Field names mirror :class:`downstream.config.DownstreamConfig` where the meaning
 ``method``, ``weights``, ``backbone``, ``seed``, ``fraction``, ``data_root``, ``optim.head_lr``...), so the
 registry's :class:`~downstream.registry.Method` helpers work on both.
 
-Defaults follow LVM-Med's 2-D segmentation recipe (Adam, lr 1e-4 for the encoder, grad-norm clip 1; lvmmed.md
-§1.3) scaled to 64-pixel slices and tiny encoders; every choice the papers leave open is a field below.
+Defaults follow LVM-Med's 2-D segmentation recipe (Adam, lr 1e-4 for the encoder, grad-norm clip 1; official
+repository github.com/duyhominhnguyen/LVM-Med, ``segmentation_2d/``) scaled to 64-pixel slices and tiny
+encoders; every choice the papers leave open is a field below.
 
 Example:
     >>> from lvmmed.config import load_config

@@ -1,6 +1,6 @@
 """Tissue-segmentation demo: the same ``seg-unet`` with a pretrained vs a random encoder, plus a PNG overlay.
 
-Called by ``lvmmed.demo`` (``make demo``) after pretraining::
+Called by ``demo.run`` (``make demo``) after pretraining::
 
     from downstream.segmentation.demo import tissue_demo
     summary = tissue_demo(data_root="runs/demo/shards", out_dir="runs/demo/segmentation",
@@ -86,7 +86,8 @@ def tissue_demo(
     Returns:
         ``{"runs": {name: {"metrics", "ci95", "train_seconds", "time_per_epoch_s"}}, "overlay", "summary_file"}``.
     """
-    from downstream.segmentation.loop import predict_masks, resolve_device
+    from downstream.runtime import resolve_device
+    from downstream.segmentation.loop import predict_masks
     from downstream.segmentation.run import run_single
     from downstream.segmentation.tasks import load_split
 

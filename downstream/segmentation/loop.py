@@ -17,17 +17,11 @@ import torch
 
 from downstream.segmentation.metrics import SegmentationEvaluator
 from downstream.segmentation.tasks import SliceData, normalise
+from downstream.stats import bootstrap_mean_ci
 
 
 class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN/inf (the run stops instead of training on garbage)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_optimizer(method: Any, cfg: Any) -> torch.optim.Optimizer:
@@ -153,20 +147,5 @@ def evaluate_segmentation(method: Any, data: SliceData, cfg: Any) -> dict[str, A
     summary = ev.summary()
     per_subject = ev.per_subject_mean_dice()
     summary["per_subject_dice"] = per_subject
-    summary["dice_mean_ci95"] = bootstrap_ci(list(per_subject.values()), cfg.bootstrap, cfg.seed)
+    summary["dice_mean_ci95"] = bootstrap_mean_ci(list(per_subject.values()), cfg.bootstrap, cfg.seed)
     return summary
-
-
-def bootstrap_ci(values: Sequence[float], resamples: int, seed: int) -> list[float] | None:
-    """Percentile 95 % CI of the mean over ``values`` (one per subject); None when < 2 values or disabled.
-
-    Uses the shared estimator :func:`downstream.stats.bootstrap_ci` (same resampling and percentiles as the
-    classification CIs) with subjects as the resampled unit.
-    """
-    from downstream.stats import bootstrap_ci as shared_bootstrap
-
-    vals = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if resamples <= 0 or vals.size < 2:
-        return None
-    ci = shared_bootstrap(vals, vals, n_boot=resamples, seed=seed, metric_fn=lambda y, _p: {"mean": float(np.mean(y))})
-    return ci.get("mean")

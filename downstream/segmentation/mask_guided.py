@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downstream.registry import Method, register_method
+from downstream.contract import Method
 
 
 class OptionalDependencyMissing(RuntimeError):
@@ -105,11 +105,10 @@ def _blocks_take_attn_mask(backbone: nn.Module) -> bool:
     return "attn_mask" in inspect.signature(backbone.blocks[0].forward).parameters
 
 
-@register_method("mask-guided", task="segmentation")
 class MaskGuidedClassifier(Method):
     """Frozen encoder, ROI prompt input, fusion head, class logits and an alignment embedding.
 
-    Registered under the segmentation task family because it consumes segmentation masks; its target is an
+    In the segmentation task family because it consumes segmentation masks; its target is an
     image-level class. ``forward(x, mask=None)`` returns ``{"logits", "embedding"}``; ``mask=None`` is the
     unmasked classifier (ROI = whole image).
 
@@ -119,6 +118,8 @@ class MaskGuidedClassifier(Method):
         cfg: A :class:`~downstream.segmentation.config.SegmentationConfig` (reads ``mask_guided``, ``norm_*``).
         class_names: Used for the CLIP text prompts.
     """
+
+    task = "segmentation"
 
     def __init__(
         self,

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from downstream.registry import register_method
 from downstream.segmentation.decoders import vit_skip_indices
 from downstream.segmentation.unet import SegmentationMethod
 
@@ -74,14 +73,12 @@ class PromptSegmenter(SegmentationMethod):
         return self.decoder([hidden[i] for i in vit_skip_indices(len(hidden))], x)
 
 
-@register_method("seg-prompt-shallow", task="segmentation")
 class ShallowPromptSegmenter(PromptSegmenter):
     """Prompts prepended once, before the first block (Saeed et al. §2.1, VPT-shallow)."""
 
     deep = False
 
 
-@register_method("seg-prompt-deep", task="segmentation")
 class DeepPromptSegmenter(PromptSegmenter):
     """A fresh set of prompts replaces the prompt slice before every block (Saeed et al. §2.2, VPT-deep)."""
 

@@ -11,13 +11,8 @@ CLI: ``python -m downstream.segmentation --config configs/downstream/seg_tissue.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import os
-import platform
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +20,10 @@ import numpy as np
 import torch
 
 from downstream.registry import build_method
+from downstream.runtime import machine_info, recorded_run, resolve_device, seed_everything
 from downstream.segmentation.config import SegmentationConfig
-from downstream.segmentation.loop import evaluate_segmentation, fit, predict_masks, resolve_device
+from downstream.segmentation.loop import evaluate_segmentation, fit, predict_masks
 from downstream.segmentation.tasks import SliceData, get_task, load_split, normalise, subsample_subjects
-from lvmmed.config import save_config, to_dict
 from lvmmed.models import create_backbone
 
 
@@ -182,24 +177,12 @@ def run_mask_guided(cfg: SegmentationConfig, device: torch.device, out_dir: Path
     }
 
 
-def machine_info() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
-
-
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     """Scalar metrics of an evaluation summary (the ``metrics`` block of the result, as in classification)."""
     keys = ("dice_mean", "iou_mean", "hd95_mean", "dice3d_mean", "iou3d_mean")
     out = {k: summary.get(k) for k in keys if k in summary}
     out.update({f"dice_{c}": v for c, v in summary.get("dice_per_class", {}).items()})
     return out
-
-
-def wants_segmentation(method: str = "", task: str = "") -> bool:
-    """True when a (method, task) pair belongs to :func:`run_segmentation` rather than ``run_experiment``."""
-    from downstream.segmentation.tasks import TASKS
-
-    return method in ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided") or task in TASKS
 
 
 def run_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
@@ -214,55 +197,30 @@ def run_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     forgetting), ``base``, ``adapt``; for ``mask-guided``: ``fractions`` (mask-guided vs unmasked per fraction).
     Failures are recorded, not raised (``status="failed"``, traceback in ``error.txt``).
     """
-    start = time.perf_counter()
-    from downstream.run import with_weight_normalisation
-
-    cfg = with_weight_normalisation(cfg)
-    out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
-    result: dict[str, Any] = {
+    header = {
         "task": cfg.task, "task_type": "segmentation", "method": cfg.method, "protocol": cfg.protocol,
         "backbone": cfg.backbone, "weights": cfg.weights, "weights_name": cfg.weights_name or cfg.weights,
-        "seed": cfg.seed, "fraction": cfg.fraction, "status": "running", "error": "", "output_dir": str(out_dir),
+        "seed": cfg.seed, "fraction": cfg.fraction,
     }  # fmt: skip
-    try:
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        device = resolve_device(cfg.device)
-        if cfg.protocol == "new_center":
-            from downstream.segmentation.centers import run_new_center
+    return recorded_run(cfg, header, _run, _flat_row, extra=lambda: {"machine": machine_info()})
 
-            body = run_new_center(cfg, lambda: build_backbone(cfg), device, out_dir)
-        elif cfg.method == "mask-guided":
-            body = run_mask_guided(cfg, device, out_dir)
-        else:
-            body = run_single(cfg, device, out_dir)
-            body.pop("_method", None)
-        result.update(body)
-        result["status"] = "ok"
-    except Exception as err:  # recorded like run_experiment, so a benchmark matrix keeps going
-        result["status"], result["error"] = "failed", f"{type(err).__name__}: {err}"
-        (out_dir / "error.txt").write_text(traceback.format_exc())
-    result["seconds"] = time.perf_counter() - start
-    result["machine"] = machine_info()
-    result["config"] = to_dict(cfg)
-    tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=_json_default))
-    tmp.replace(out_dir / "result.json")
+
+def _run(cfg: SegmentationConfig, out_dir: Path) -> dict[str, Any]:
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.protocol == "new_center":
+        from downstream.segmentation.centers import run_new_center
+
+        return run_new_center(cfg, lambda: build_backbone(cfg), device, out_dir)
+    if cfg.method == "mask-guided":
+        return run_mask_guided(cfg, device, out_dir)
+    body = run_single(cfg, device, out_dir)
+    body.pop("_method", None)
+    return body
+
+
+def _flat_row(result: dict[str, Any]) -> dict[str, Any]:
     row = {k: result.get(k) for k in ("task", "method", "protocol", "weights_name", "backbone", "seed", "fraction",
                                       "status", "seconds")}  # fmt: skip
     row.update(result.get("metrics") or {})
-    with open(out_dir / "result.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow(row)
-    return result
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, torch.Tensor | np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return row

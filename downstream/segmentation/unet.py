@@ -20,7 +20,7 @@ import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
-from downstream.registry import Method, register_method
+from downstream.contract import Method
 from downstream.segmentation.decoders import build_decoder
 
 
@@ -40,6 +40,8 @@ class SegmentationMethod(Method):
 
     ``forward(x)`` returns (B, C, H, W) logits; targets are (B, H, W) integer label maps.
     """
+
+    task = "segmentation"
 
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key=key)
@@ -91,7 +93,6 @@ class SegmentationMethod(Method):
         return self.logits_of(self(x)).argmax(1)
 
 
-@register_method("seg-unet", task="segmentation")
 class SegUNet(SegmentationMethod):
     """Encoder + U-Net/UNETR decoder; the encoder trains unless ``cfg.unet.freeze_encoder``.
 

@@ -1,6 +1,6 @@
 """Pseudonymisation: salted hashes of patient/volume identifiers and an allow-list for sample metadata.
 
-De-identification here is by construction (style.md "PHI"): readers keep raw identifiers in
+De-identification here is by construction: readers keep raw identifiers in
 ``ImageRecord.identity`` and everything written to a shard passes :func:`sanitize_meta`, which keeps only
 :data:`lvmmed.data.shards.META_FIELDS` and JSON-native values. Identifiers are replaced by
 ``HMAC-SHA256(salt, value)`` hex prefixes (a keyed, salted SHA-256): stable for one salt, so patient-level splits

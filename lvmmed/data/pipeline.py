@@ -245,7 +245,7 @@ class TwoViewStream(IterableDataset):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 8 or not np.isfinite(image).all():
             raise ShardFormatError(f"sample {sample['key']} in {sample['url']}: bad image {image.shape}")
         # Per-sample seed of the CPU generator (restored afterwards, so the caller's RNG stream is untouched), and
-        # one intra-op thread: small per-image ops are ~20x slower when two threads contend (env.md).
+        # one intra-op thread: small per-image ops are ~20x slower when two threads contend (measured on 2 cores).
         generator, threads = torch.default_generator, torch.get_num_threads()
         state = generator.get_state()
         try:

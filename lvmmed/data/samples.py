@@ -1,6 +1,6 @@
 """Locates the real medical images that ship inside installable packages (never downloads).
 
-Sources (see ``shared/reference/data.md``):
+Sources (every one a package on PyPI or Debian; docs/readers.md lists what the tests read):
 
 * ``pydicom`` wheel: ``pydicom/data/test_files`` (CT, MR, US, NM, DICOM-SEG, DICOMDIR tree).
 * ``pydicom-data`` wheel: package ``data_store/data`` (CR chest/tibia radiographs, 1024² MR, CT, US cine, SEG).

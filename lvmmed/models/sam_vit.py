@@ -1,9 +1,10 @@
 """The SAM image encoder (Kirillov et al., ICCV 2023) under the lvmmed backbone contract.
 
 LVM-Med (Nguyen et al., NeurIPS 2023) publishes its ViT-B as ``lvmmed_vit.pth`` in the layout of
-``segment_anything``'s ``ImageEncoderViT`` with no prefix and no absolute position embedding (lvmmed.md §1.2):
-patch 16, width 768, depth 12, 12 heads, decomposed relative position in every block, 14×14 windowed attention
-except in the global blocks [2, 5, 8, 11], and a 256-channel neck. This module builds the modules with
+``segment_anything``'s ``ImageEncoderViT`` with no prefix and no absolute position embedding
+(github.com/duyhominhnguyen/LVM-Med, ``segment_anything/our_vit.py``): patch 16, width 768, depth 12, 12 heads,
+decomposed relative position in every block, 14×14 windowed attention except in the global blocks [2, 5, 8, 11],
+and a 256-channel neck. This module builds the modules with
 ``segment_anything`` itself and registers them directly on the backbone, so state-dict keys are exactly the
 published ones (``patch_embed.proj.*``, ``blocks.{i}.attn.rel_pos_h``, ``neck.0.weight``...).
 

@@ -27,7 +27,7 @@ class SamViTSpec:
 
 
 SAM_SPECS: dict[str, SamViTSpec] = {
-    # LVM-Med's ViT-B: SAM ViT-B minus the absolute position embedding (lvmmed.md §1.2).
+    # LVM-Med's ViT-B: SAM ViT-B minus the absolute position embedding (github.com/duyhominhnguyen/LVM-Med).
     "sam_vit_b": SamViTSpec(768, 12, 12, (2, 5, 8, 11)),
     "sam_vit_l": SamViTSpec(1024, 24, 16, (5, 11, 17, 23)),
     "sam_vit_h": SamViTSpec(1280, 32, 16, (7, 15, 23, 31)),

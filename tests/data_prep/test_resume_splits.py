@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_prep.splits import assign_splits, stratum_of
+from data_prep.patient_split import assign_splits, stratum_of
 from data_prep.verify import verify_shards
 from data_prep.writer import ResumeError, ShardSetWriter
 

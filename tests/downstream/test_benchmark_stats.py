@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from downstream.benchmark import stats_seeds as st
+from downstream import stats as st
 
 
 def test_t_interval_matches_hand_computation():

@@ -7,7 +7,6 @@ import pytest
 import torch
 from monai.metrics import DiceMetric, MeanIoU
 
-from downstream.segmentation.loop import bootstrap_ci
 from downstream.segmentation.metrics import (
     SegmentationEvaluator,
     confusion_counts,
@@ -16,6 +15,7 @@ from downstream.segmentation.metrics import (
     one_hot,
 )
 from downstream.segmentation.tasks import dicom_seg_check, load_split
+from downstream.stats import bootstrap_mean_ci
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +75,10 @@ def test_evaluator_summary_and_3d_regrouping(real_masks):
 
 def test_bootstrap_over_subjects_is_seeded_and_brackets_the_mean():
     values = [0.6, 0.7, 0.8, 0.65, 0.9]
-    ci = bootstrap_ci(values, 500, seed=0)
-    assert ci == bootstrap_ci(values, 500, seed=0)
+    ci = bootstrap_mean_ci(values, 500, seed=0)
+    assert ci == bootstrap_mean_ci(values, 500, seed=0)
     assert ci[0] < np.mean(values) < ci[1]
-    assert bootstrap_ci([0.5], 500, seed=0) is None
+    assert bootstrap_mean_ci([0.5], 500, seed=0) is None
 
 
 def test_dicom_seg_liver_reader_check():

@@ -8,9 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from downstream.registry import is_segmentation
 from downstream.segmentation.centers import load_center, resolve_new_center, run_new_center
 from downstream.segmentation.config import SegmentationConfig
-from downstream.segmentation.run import reevaluate, run_segmentation, wants_segmentation
+from downstream.segmentation.run import reevaluate, run_segmentation
 from lvmmed.config import load_config
 from lvmmed.models import create_backbone
 
@@ -51,8 +52,8 @@ def test_failed_run_is_recorded_with_a_clear_error(tmp_path):
 
 
 def test_dispatch_helper():
-    assert wants_segmentation("seg-prompt-deep") and wants_segmentation(task="seg_tissue")
-    assert not wants_segmentation("linear", "tissue")
+    assert is_segmentation("seg-prompt-deep") and is_segmentation(task="seg_tissue")
+    assert not is_segmentation("linear", "tissue")
 
 
 def test_new_center_fallback_and_variant(bundled_shards, tmp_path):
@@ -119,7 +120,7 @@ def test_shipped_segmentation_configs_load():
     assert len(files) >= 5
     for file in files:
         cfg = load_config(SegmentationConfig, file)
-        assert wants_segmentation(cfg.method, cfg.task), file
+        assert is_segmentation(cfg.method, cfg.task), file
 
 
 @pytest.mark.optional_data

@@ -146,7 +146,7 @@ def test_run_selects_on_val_and_evaluates_test_once(bundled_shards, tmp_path, mo
 
     data_root = str(next(iter(bundled_shards.values())).parent)
     seen_splits, evaluated = [], []
-    real_tune, real_evaluate = tuning.tune, run._evaluate
+    real_tune, real_evaluate = tuning.tune, run.evaluate_split
 
     def spy_tune(method, cfg, xs, ys, out):
         seen_splits.append(sorted(xs))
@@ -157,7 +157,7 @@ def test_run_selects_on_val_and_evaluates_test_once(bundled_shards, tmp_path, mo
         return real_evaluate(method, x, y, cfg)
 
     monkeypatch.setattr(run, "tune", spy_tune)
-    monkeypatch.setattr(run, "_evaluate", spy_evaluate)
+    monkeypatch.setattr(run, "evaluate_split", spy_evaluate)
     cfg = load_config(DownstreamConfig, overrides=[
         "task=tissue", "method=vpt-deep", "vpt.num_tokens=2", "backbone=vit_tiny", "img_size=32", "max_per_class=12",
         "patch_stride=8", "bootstrap=20", "progress=false", "save_delta=false", "optim.batch_size=16",

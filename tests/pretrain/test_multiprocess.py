@@ -1,6 +1,6 @@
 """Two real DDP ranks on CPU (gloo) run the GM loss over the globally gathered batch and write a checkpoint.
 
-``accelerate launch --cpu --num_processes 2`` silently starts ONE process (env.md), so this uses torchrun with
+``accelerate launch --cpu --num_processes 2`` silently starts ONE process (accelerate 1.x), so this uses torchrun with
 ``ACCELERATE_USE_CPU=1`` and asserts the world size and distinct ranks from files each rank writes.
 """
 

@@ -1,6 +1,6 @@
 """DICOM files, folders, series and DICOMDIR trees -> :class:`ImageRecord` lists.
 
-Series assembly (style.md "Series assembly"): files are grouped by ``SeriesInstanceUID``; single-frame files
+Series assembly: files are grouped by ``SeriesInstanceUID``; single-frame files
 with ``ImagePositionPatient``, ``ImageOrientationPatient`` and ``PixelSpacing`` are sorted by position along the
 slice normal and stacked into a RAS+ volume (:mod:`lvmmed.data.readers.geometry`). A series without that
 geometry falls back to one 2-D record per file, with a warning. A series mixing orientations or shapes is
@@ -8,8 +8,8 @@ rejected with a clear :class:`ReaderError` (``mixed_geometry="error"``, default)
 (``mixed_geometry="slices"``). Enhanced multi-frame files (per-frame functional groups) become volumes when every
 frame has a position; cine and other multi-frame files become ``"frames"`` records.
 
-Scanning never stops at a bad file: each failure is collected as ``{"file", "reason", "error"}`` (style.md
-"Corrupt inputs": fail loudly per file, record it, don't crash the run). Files that are valid DICOM without pixel
+Scanning never stops at a bad file: each failure is collected as ``{"file", "reason", "error"}`` (fail
+loudly per file, record it, don't crash the run). Files that are valid DICOM without pixel
 data (DICOMDIR indexes, reports) are skipped silently. :func:`iter_series` first groups files by a header-only
 pass and then decodes one series at a time, so memory holds a single series' pixels.
 """

@@ -1,6 +1,6 @@
 """Decoding one DICOM file with pydicom into frames + per-frame geometry + technical metadata.
 
-Choices (style.md "Medical IO" / "DICOM oddities"):
+Choices (attributes as defined in DICOM PS3.3, https://dicom.nema.org/medical/dicom/current/output/html/part03.html):
 
 * ``force=True`` (reading files without the 128-byte preamble) is only used when the caller asks for it
   (pydicom#340); otherwise :class:`pydicom.errors.InvalidDicomError` becomes a :class:`ReaderError`.
@@ -152,7 +152,7 @@ def technical_meta(ds: Dataset, path: str | Path) -> dict[str, Any]:
         "transfer_syntax": getattr(getattr(ds, "file_meta", {}).get("TransferSyntaxUID"), "name", None),
         "source_photometric": str(ds.get("PhotometricInterpretation") or ""),
         "burned_in_annotation": None if burned is None else burned == "YES",
-        # PHI risk flag (style.md): BurnedInAnnotation=YES, or US/secondary capture without an explicit NO.
+        # PHI risk flag: BurnedInAnnotation (0028,0301)=YES, or US/secondary capture without an explicit NO.
         "burned_in_risk": burned == "YES" or (risky_kind and burned != "NO"),
     }
     for key, tag in (("slice_thickness", "SliceThickness"), ("frame_time_ms", "FrameTime")):

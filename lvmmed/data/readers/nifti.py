@@ -1,8 +1,9 @@
 """NIfTI (and anything else nibabel loads) -> a RAS+ volume record, with an optional label volume.
 
-``nib.as_closest_canonical`` reorders/flips the voxel axes to RAS+ (style.md "Orientation"); it never resamples,
-so an oblique affine stays oblique in ``meta["affine"]``. A label volume must live on the same grid (shape and
-affine within ``affine_tolerance`` mm): resampling labels silently is a data-prep decision, not a reader's.
+``nib.as_closest_canonical`` reorders/flips the voxel axes to RAS+
+(https://nipy.org/nibabel/coordinate_systems.html); it never resamples, so an oblique affine stays oblique in
+``meta["affine"]``. A label volume must live on the same grid (shape and affine within ``affine_tolerance`` mm):
+resampling labels silently is a data-prep decision, not a reader's.
 4-D images keep one volume (``volume_index``, default 0; the choice matters little for pretraining slices and is
 configurable). NIfTI has no modality tag, so callers pass ``modality``; CT NIfTI is taken to be in HU.
 """

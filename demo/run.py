@@ -16,7 +16,7 @@ Stages (each prints its wall time; each is skipped when its outputs exist, so a 
 4. **report**: ``<out>/benchmark/report.md``; its first table answers "did our pretraining beat random init and
    SimCLR on held-out data?" with mean ± std, 95% CIs and paired tests.
 
-Usage: ``python -m lvmmed.demo --out runs/demo [key=value ...]`` with keys of :class:`DemoConfig`
+Usage: ``python -m demo --out runs/demo [key=value ...]`` with keys of :class:`DemoConfig`
 (e.g. ``pretrain_steps=100 seeds=[0,1]``). The resolved config is saved as ``<out>/demo_config.yaml``, stage
 timings as ``<out>/timings.json``.
 
@@ -27,7 +27,6 @@ end and how results are reported; it is not evidence about LVM-Med at scale.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -38,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvmmed.config import ConfigError, load_config, save_config
+from lvmmed.config import load_config, save_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "runs/demo"
@@ -282,20 +281,3 @@ def _first_table(report: Path) -> str:
         return ""
     ends = [i for i in (text.find("\n## ", start + 1), text.find("**Weight sources:**", start)) if i > 0]
     return text[start : min(ends, default=len(text))].strip()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lvmmed.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output directory (resumable)")
-    parser.add_argument("overrides", nargs="*", help="DemoConfig key=value overrides, e.g. pretrain_steps=100")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(DemoConfig, None, args.overrides)
-    except ConfigError as err:
-        parser.error(str(err))
-    report = run_demo(cfg, args.out.resolve() if not args.out.is_absolute() else args.out)
-    return 0 if report.is_file() else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

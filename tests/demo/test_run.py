@@ -1,31 +1,12 @@
-"""The ``lvmmed`` wrapper CLI and the demo's config plumbing (cheap: no training here; `make demo` runs it all)."""
+"""The demo orchestrator's config plumbing (cheap: no training here; `make demo` runs it all)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import pytest
 
-from lvmmed import cli
+from demo.__main__ import main
+from demo.run import DemoConfig, _first_table, benchmark_config, pretrain_done
 from lvmmed.config import load_config
-from lvmmed.demo import DemoConfig, _first_table, benchmark_config, pretrain_done
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def test_cli_usage_and_unknown_stage(capsys):
-    assert cli.main(["--help"]) == 0
-    out = capsys.readouterr().out
-    assert all(stage in out for stage in ("prep", "pretrain", "downstream", "benchmark", "demo"))
-    assert cli.main([]) == 2
-    assert cli.main(["nope"]) == 2
-    assert "unknown stage" in capsys.readouterr().err
-
-
-def test_cli_delegates_to_the_stage_module(capsys):
-    code = cli.main(["benchmark", "--config", str(REPO / "configs/benchmark/demo.yaml"), "seeds=[4]", "--print-config"])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "name: demo" in printed and "- 4" in printed
-    assert cli.main(["benchmark", "--config", str(REPO / "configs/benchmark/demo.yaml"), "no_such_key=1"]) == 2
 
 
 def test_demo_benchmark_config_is_rebased_and_drops_seg_on_request(tmp_path):
@@ -58,3 +39,11 @@ def test_first_table_extracts_the_headline_section(tmp_path):
     assert _first_table(report).startswith("## Did our pretraining help?")
     assert "Results per task" not in _first_table(report)
     assert _first_table(tmp_path / "missing.md") == ""
+
+
+def test_main_rejects_an_unknown_key_with_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path), "no_such_key=1"])
+    assert exit_.value.code == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,251 @@
+"""Writes the benchmark figures quoted in ``docs/`` from ``bench/results/*.json`` (``make bench`` runs it last).
+
+Figures in docs are never typed by hand: each page holds a generated block between ``<!-- name:start -->`` and
+``<!-- name:end -->`` that :func:`lvmmed.markers.write_block` replaces. One function per block reads one result file
+and returns its Markdown; it reads whatever rows the file has (e.g. every N of the GM-loss sweep) and raises
+:class:`FigureError` naming the file, the missing key and the bench to re-run when a figure it quotes is absent.
+Every block states the run's mode (a ``--quick`` run backs no claim), its load average at start and end, and the
+met flag of each target, read by the same schema-tolerant readers as ``bench/summary.py``.
+
+Usage: ``python bench/docs.py [--results bench/results] [--root .] [--check]`` (``--check``: exit 1 when a block
+is stale, write nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.summary import describe_targets, find_load, find_met, find_quick, fmt, overloaded  # noqa: E402
+from lvmmed.markers import MarkerError, read_block, write_block  # noqa: E402
+
+
+class FigureError(RuntimeError):
+    """A figure that a doc block quotes is missing from its result file."""
+
+
+class Result:
+    """One ``bench/results/<name>.json`` with key lookups that fail with a clear message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.bench = path, path.stem
+        try:
+            self.data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FigureError(f"{path} is missing: run `python bench/{self.bench}.py`") from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise FigureError(f"{path} cannot be read ({err}): re-run `python bench/{self.bench}.py`") from None
+
+    def get(self, dotted: str) -> Any:
+        value: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise FigureError(
+                    f"{self.path}: missing key '{dotted}' (quoted in docs): re-run `python bench/{self.bench}.py` "
+                    "or update bench/docs.py to the file's keys"
+                )
+            value = value[part]
+        return value
+
+    def num(self, dotted: str) -> float:
+        value = self.get(dotted)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise FigureError(f"{self.path}: '{dotted}' is {value!r}, not a number")
+        return float(value)
+
+    def conditions(self) -> str:
+        """``full run (…Z), load average 1.2 → 1.4 (1 min, start → end)`` or the quick-run warning."""
+        quick = find_quick(self.data)
+        when = f" ({self.data['timestamp']})" if isinstance(self.data.get("timestamp"), str) else ""
+        start, end = find_load(self.data)
+        load = " → ".join(fmt(round(x[0], 2)) if x else "?" for x in (start, end))
+        text = {True: "`--quick` run", False: "full run", None: "run (quick/full not recorded)"}[quick]
+        text += f"{when}, load average {load} (1 min, start → end)"
+        return text + ("; above the core count, so the figures measure the load too" if overloaded(self.data) else "")
+
+    def caveat(self) -> list[str]:
+        """A paragraph that warns about a quick run (empty for a full run)."""
+        if find_quick(self.data) is False:
+            return []
+        return ["", f"**A quick run backs no claim**: run `python bench/{self.bench}.py` (full) before quoting these."]
+
+    def targets_table(self) -> list[str]:
+        met, described = find_met(self.data), describe_targets(self.data)
+        if not met:
+            raise FigureError(f"{self.path}: no met flags (targets) recorded: re-run `python bench/{self.bench}.py`")
+        rows = ["| target | measured vs target | met? |", "|---|---|---|"]
+        rows += [f"| `{k}` | {described.get(k, 'see JSON')} | {'yes' if ok else '**no**'} |" for k, ok in met.items()]
+        return rows
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def gm_loss_block(res: Result) -> str:
+    """Timings per N, solver breakdown, targets and the N=64 objective comparison of ``bench/gm_loss.py``."""
+    factorized = res.get("results.factorized")
+    sizes = sorted(factorized, key=int)
+    lines = [
+        f"Source: `bench/results/gm_loss.json`, {res.conditions()}; torch threads "
+        f"{res.get('machine').get('torch_threads', '?')}; d = {fmt(res.num('config.dim'))}, "
+        f"k = {fmt(res.num('config.k'))}, view noise {fmt(res.num('config.noise'))}. Median of the repeats "
+        '(min in brackets) of one forward+backward pass. "dense" is pygmtools RRWM + Hungarian on the full K; '
+        '"first order" is the same loss with `solver=hungarian`; peak is the peak RSS increase of the factorised run.',
+        *res.caveat(),
+        "",
+        "| N | factorised (default) | dense | first order | NT-Xent | peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        dense = res.get(f"results.pygmtools_dense.{n}")
+        if "skipped" in dense:
+            dense_text = f"not run ({dense['skipped']})"
+        else:
+            dense_text = _ms(res.num(f"results.pygmtools_dense.{n}.median_ms"))
+        lines.append(
+            f"| {n} | {_ms(res.num(f'results.factorized.{n}.median_ms'))} "
+            f"(min {_ms(res.num(f'results.factorized.{n}.min_ms'))}) | {dense_text} "
+            f"| {_ms(res.num(f'results.hungarian_first_order.{n}.median_ms'))} "
+            f"| {_ms(res.num(f'results.ntxent.{n}.median_ms'))} "
+            f"| {res.num(f'results.factorized.{n}.peak_rss_increase_mb'):.0f} MB |"
+        )
+    lines += [
+        "",
+        "Where one factorised solve spends its time (`solver_breakdown`):",
+        "",
+        '| N | one Hungarian | one linearisation ("matvec") | whole IPFP solve | Hungarian calls per solve |',
+        "|---|---|---|---|---|",
+    ]
+    for n in sorted(res.get("solver_breakdown"), key=int):
+        key = f"solver_breakdown.{n}"
+        lines.append(
+            f"| {n} | {_ms(res.num(key + '.hungarian_ms'))} | {_ms(res.num(key + '.linearize_ms'))} "
+            f"| {_ms(res.num(key + '.solve_ipfp_ms'))} | {fmt(res.num(key + '.ipfp_hungarian_calls'))} |"
+        )
+    instances = res.get("objective_comparison.N64.instances")
+    if not instances:
+        raise FigureError(f"{res.path}: 'objective_comparison.N64.instances' is empty")
+
+    def span(key: str) -> str:
+        values = [float(i[key]) for i in instances if key in i]
+        if not values:
+            raise FigureError(f"{res.path}: no '{key}' in objective_comparison.N64.instances")
+        return f"{min(values):.2f}–{max(values):.2f}"
+
+    def at_least_dense(key: str) -> str:
+        wins = sum(float(i[key]) >= float(i["pygmtools_rrwm"]) - 1e-6 for i in instances)
+        return f"{wins}/{len(instances)}"
+
+    lines += [
+        "",
+        *res.targets_table(),
+        "",
+        f"QAP objectives on the {len(instances)} N = 64 instances (higher is better): factorised IPFP "
+        f"{span('factorized_ipfp')}, factorised RRWM {span('factorized_rrwm')}, pygmtools RRWM + Hungarian (dense) "
+        f"{span('pygmtools_rrwm')}, first-order Hungarian {span('hungarian_first_order')}. At least dense on: "
+        f"factorised IPFP {at_least_dense('factorized_ipfp')}, factorised RRWM {at_least_dense('factorized_rrwm')}, "
+        f"first-order Hungarian {at_least_dense('hungarian_first_order')} instances.",
+    ]
+    return "\n".join(lines)
+
+
+def pretrain_block(res: Result) -> str:
+    """Images/s of the four pretraining variants, their ratios and the two targets (``bench/pretrain.py``)."""
+    rate = {k: res.num(f"results.{k}.images_per_s") for k in ("full_gm", "full_ntxent", "lightly_simclr", "backbone")}
+    setup = res.get("setup")
+    lines = [
+        f"Source: `bench/results/pretrain.json`, {res.conditions()}; {setup.get('backbone', 'resnet18')} at "
+        f"{setup.get('size', '?')} px, batch {setup.get('batch', '?')}, {setup.get('threads', '?')} threads, median "
+        f"over {setup.get('steps', '?')} timed steps after {setup.get('warmup', '?')} warm-up steps.",
+        *res.caveat(),
+        "",
+        "| variant | images/s |",
+        "|---|---|",
+        f"| (a) full loop, GM loss | {rate['full_gm']:.2f} |",
+        f"| full loop, NT-Xent | {rate['full_ntxent']:.2f} |",
+        f"| (c) lightly's SimCLR loop | {rate['lightly_simclr']:.2f} |",
+        f"| (b) bare backbone (mean of before {res.num('results.backbone.before'):.2f} and after "
+        f"{res.num('results.backbone.after'):.2f}; drift {res.num('results.backbone.drift'):.0%}) "
+        f"| {rate['backbone']:.2f} |",
+        "",
+        *res.targets_table(),
+        "",
+        f"GM loop / NT-Xent loop = {res.num('ratios.full_gm_over_full_ntxent'):.2f}. A drift above ~10% means the "
+        "load changed during the run and the ratios measure it, not the code.",
+    ]
+    return "\n".join(lines)
+
+
+def data_prep_block(res: Result) -> str:
+    """Slices/s of the pool, single-process and raw-bound conversions and the two targets (``bench/data_prep.py``)."""
+    lines = [
+        f"Source: `bench/results/data_prep.json`, {res.conditions()}; {fmt(res.num('pool.slices'))} slices written at "
+        f"{fmt(res.num('input.image_size'))} px from {fmt(res.num('input.files'))} files.",
+        *res.caveat(),
+        "",
+        "| variant | slices | slices/s | cores used |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("pool", "pool (2 workers)"), ("single", "single process"), ("raw", "raw read-and-tar bound")):
+        lines.append(
+            f"| {label} | {fmt(res.num(name + '.slices'))} | {res.num(name + '.slices_per_s'):.0f} "
+            f"| {res.num(name + '.cores_used'):.2f} |"
+        )
+    cpu = res.num("ratios.cpu_per_slice_single_over_pool")
+    lines += [
+        "",
+        *res.targets_table(),
+        "",
+        f"CPU per slice, single / pool = {cpu:.2f} (1 = the pool adds no CPU overhead"
+        + (f"; here the pool spends {1 / cpu - 1:.0%} more CPU per slice than one process)." if cpu < 1 else ")."),
+    ]
+    return "\n".join(lines)
+
+
+# (result file stem, doc page, block name, generator)
+BLOCKS: list[tuple[str, str, str, Callable[[Result], str]]] = [
+    ("gm_loss", "docs/graph_matching.md", "bench-gm-loss", gm_loss_block),
+    ("pretrain", "docs/pretrain.md", "bench-pretrain", pretrain_block),
+    ("data_prep", "docs/data_prep.md", "bench-data-prep", data_prep_block),
+]
+
+
+def render_all(results: Path) -> list[tuple[str, str, str]]:
+    """``(page, block, body)`` of every block; raises FigureError before anything is written."""
+    return [(page, block, fn(Result(results / f"{stem}.json"))) for stem, page, block, fn in BLOCKS]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--root", type=Path, default=REPO, help="repository root holding docs/")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a block is stale; write nothing")
+    args = parser.parse_args(argv)
+    try:
+        rendered = render_all(args.results)
+        stale = []
+        for page, block, body in rendered:
+            if args.check:
+                if read_block(args.root / page, block) != body.strip("\n"):
+                    stale.append(f"{page} [{block}]")
+            elif write_block(args.root / page, block, body):
+                print(f"bench docs: rewrote {page} [{block}]")
+    except (FigureError, MarkerError, OSError) as err:
+        print(f"bench/docs.py: {err}", file=sys.stderr)
+        return 1
+    if stale:
+        print("bench/docs.py: stale blocks (run `python bench/docs.py`): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

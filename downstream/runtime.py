@@ -1,0 +1,123 @@
+"""What every downstream run does around its body: seeds, device, input normalisation, the recorded result.
+
+:func:`recorded_run` is the one preamble and epilogue of ``run_experiment`` (classification) and
+``run_segmentation``: it applies the weights' recorded normalisation, writes the resolved ``config.yaml``, runs the
+body, records a failure instead of raising (``status="failed"``, ``error``, traceback in ``error.txt``; a
+benchmark matrix keeps going), and writes ``result.json`` (atomically) and a one-row ``result.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import platform
+import random
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lvmmed.config import save_config, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def machine_info() -> dict[str, Any]:
+    """Python/torch versions, CPU count, threads and CUDA availability (recorded with segmentation results)."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
+
+
+def with_weight_normalisation(cfg: Any) -> Any:
+    """Returns ``cfg`` with the export's recorded input normalisation when ``cfg.norm_from_weights`` is set."""
+    from lvmmed.weights import export_normalisation
+
+    stats = export_normalisation(cfg.weights) if cfg.norm_from_weights else None
+    if stats is None or stats == (cfg.norm_mean, cfg.norm_std):
+        return cfg
+    log.info("using the input normalisation recorded by %s: mean=%.3f std=%.3f", cfg.weights, *stats)
+    return dataclasses.replace(cfg, norm_mean=stats[0], norm_std=stats[1])
+
+
+def json_default(obj: Any) -> Any:
+    """JSON encoder fallback for NumPy scalars/arrays and tensors."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor | np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, float | int):
+        return float(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_result_files(result: dict[str, Any], row: dict[str, Any], out_dir: Path) -> None:
+    """``result.json`` (atomic) and the one-row ``result.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1, default=json_default))
+    tmp.replace(out_dir / "result.json")
+    with open(out_dir / "result.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+
+
+def recorded_run(
+    cfg: Any,
+    header: dict[str, Any],
+    body: Callable[[Any, Path], dict[str, Any]],
+    flat_row: Callable[[dict[str, Any]], dict[str, Any]],
+    extra: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Runs ``body(cfg, out_dir)`` inside the shared preamble/epilogue; never raises for a failing body.
+
+    Args:
+        cfg: The run config (``output_dir``, ``weights``, ``norm_*`` are read).
+        header: The identifying fields of the result (task, method, weights...), written even on failure.
+        body: Does the work; returns the fields to merge into the result.
+        flat_row: Maps the finished result to the one-row ``result.csv``.
+        extra: Fields added after the body (e.g. :func:`machine_info`).
+
+    Returns:
+        ``{**header, status ("ok" | "failed"), error, output_dir, **body(...), seconds, config}``.
+    """
+    start = time.perf_counter()
+    cfg = with_weight_normalisation(cfg)
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    result: dict[str, Any] = {**header, "status": "running", "error": "", "output_dir": str(out_dir)}
+    try:
+        result.update(body(cfg, out_dir))
+        result["status"] = "ok"
+    except Exception as err:  # recorded for the benchmark matrix; the CLIs turn it into exit status 1
+        result["status"], result["error"] = "failed", f"{type(err).__name__}: {err}"
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        log.error("downstream run failed (%s): %s", out_dir, result["error"])
+    result["seconds"] = time.perf_counter() - start
+    if extra is not None:
+        result.update(extra())
+    result["config"] = to_dict(cfg)
+    write_result_files(result, flat_row(result), out_dir)
+    return result
