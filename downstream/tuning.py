@@ -243,13 +243,22 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
         raise ValueError("the tuning protocol selects on val: the task has an empty val split")
     t0 = time.perf_counter()
 
+    val_feats = None
+    if getattr(method, "head_only", False):  # head-only methods: train and score on cached frozen features
+        val_feats = torch.as_tensor(frozen_features(method, xs["val"], cfg.optim.eval_batch_size))
+
     def evaluate(model: Any) -> float:
-        return score(y_val, predict_probs(model, xs["val"], cfg.optim.eval_batch_size), metric)
+        if val_feats is None:
+            return score(y_val, predict_probs(model, xs["val"], cfg.optim.eval_batch_size), metric)
+        model.eval()
+        with torch.no_grad():
+            logits = model(xs["val"][:0], plain=val_feats.to(xs["val"].device))
+        return score(y_val, torch.softmax(logits.float(), -1).cpu().numpy(), metric)
 
     init_score = evaluate(method)
     init_state = method.delta_state_dict()
     plain = None
-    if getattr(method, "accepts_plain_features", False):
+    if getattr(method, "accepts_plain_features", False):  # MoVL's plain stream, head-only methods' inputs
         variants = flip_variants(xs["train"]) if cfg.augment else [xs["train"]]
         bs = cfg.optim.eval_batch_size
         plain = torch.stack([torch.as_tensor(frozen_features(method, v, bs)) for v in variants])

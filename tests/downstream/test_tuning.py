@@ -172,3 +172,14 @@ def test_run_selects_on_val_and_evaluates_test_once(bundled_shards, tmp_path, mo
                                                                    + [res["tuning"]["initial_val"]])  # fmt: skip
     assert res["val_metrics"]["balanced_accuracy"] == pytest.approx(res["tuning"]["chosen_val"])
     assert set(res["flags"]) == {"val_at_chance", "diverged", "collapsed"}
+
+
+def test_head_only_grid_on_cached_features_scores_like_the_full_forward(mni_task):
+    xs, ys = mni_task
+    cfg = make_cfg("method=mlp", "tuning.spaces.head.lr=[0.5,0.05]", "tuning.spaces.head.wd=[0.0]", "augment=true")
+    torch.manual_seed(0)
+    method = build_method("mlp", create_backbone("vit_tiny", in_chans=1, img_size=32), 3, cfg)
+    out: dict = {}
+    chosen = tune(method, cfg, xs, ys, out)
+    assert len(out["tuning"]["candidates"]) == 2
+    assert val_score(chosen, xs, ys) == pytest.approx(out["tuning"]["chosen_val"])
