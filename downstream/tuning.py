@@ -19,6 +19,9 @@ evaluation), with the choices the paper leaves open stated and configurable in :
 * **Successive halving** (Jamieson & Talwalkar, AISTATS 2016): all candidates run ``rung_steps`` steps, then only
   the ``keep`` best (by best val so far) continue to ``max_steps``. This is our budget choice; ``keep`` at least the
   number of candidates turns it off.
+* **Conditioned heads**: pooled features are standardised with fixed train statistics before a one-layer head
+  (MAE's linear-probe normalisation, He et al. CVPR 2022), re-expressing the head so the initial logits are
+  unchanged (``standardize_features``).
 * **Diagnostics**: per-candidate curves (train loss, val metric), and flags: val at chance level (the best
   constant prediction's score + ``chance_margin``), non-finite loss, and collapse to chance after being above it.
 
@@ -105,6 +108,8 @@ class TuningConfig:
         keep: Candidates that continue after the rung.
         lr_batch_scale: Scale grid lrs by ``optim.batch_size / 256`` (VPT).
         chance_margin: A val score within this margin of chance counts as "at chance".
+        standardize_features: Standardise pooled features with fixed train statistics before a one-layer head
+            (:class:`FeatureStandardizer`, MAE's linear-probe normalisation); the initial logits are unchanged.
         spaces: Per-family search spaces, overridable from YAML (``tuning.spaces.vpt.lr=[5,1]``).
     """
 
@@ -117,6 +122,7 @@ class TuningConfig:
     keep: int = 1
     lr_batch_scale: bool = True
     chance_margin: float = 0.02
+    standardize_features: bool = True
     spaces: SearchSpaces = field(default_factory=SearchSpaces)
 
     def __post_init__(self) -> None:
@@ -204,6 +210,49 @@ def chance_score(y: np.ndarray, num_classes: int, metric: str) -> float:
     return best
 
 
+class FeatureStandardizer(torch.nn.Module):
+    """Fixed per-dimension standardisation of pooled features before a linear head (train-split statistics).
+
+    MAE's linear probe puts a BatchNorm without affine parameters before the head (He et al., CVPR 2022); this is
+    the same normalisation with frozen statistics. Self-supervised exports can have features whose variation
+    across samples is tiny next to their norm (std ~0.03 against a norm of ~14 for our tiny exports); on those an
+    SGD-trained head is ill-conditioned, and a probe-initialised head (the probe is fitted on standardised
+    features) turns small feature changes into huge logits.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
+def standardize_head(method: Any, train_features: torch.Tensor) -> bool:
+    """Puts a :class:`FeatureStandardizer` before ``method.head`` when the head is one linear layer.
+
+    The linear layer is re-expressed so the logits are unchanged (W' = W·diag(s), b' = b + W·m): the method's
+    initial state, e.g. the probe, stays exactly what it was. Returns whether the head was wrapped.
+    """
+    head = getattr(method, "head", None)
+    if not isinstance(head, torch.nn.Module) or any(isinstance(m, FeatureStandardizer) for m in head.modules()):
+        return False
+    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    if len(linears) != 1:
+        return False
+    linear = linears[0]
+    mean = train_features.mean(0).to(linear.weight)
+    std = (train_features.std(0) + 1e-6).to(linear.weight)
+    with torch.no_grad():
+        bias = linear.bias + linear.weight @ mean
+        linear.weight.mul_(std)
+        linear.bias.copy_(bias)
+    method.head = torch.nn.Sequential(FeatureStandardizer(mean, std), head)
+    method.declare_trainable()
+    return True
+
+
 class _Run:
     """One candidate in training: model copy, trainer, best state, curve."""
 
@@ -255,6 +304,9 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
             logits = model(xs["val"][:0], plain=val_feats.to(xs["val"].device))
         return score(y_val, torch.softmax(logits.float(), -1).cpu().numpy(), metric)
 
+    if tc.standardize_features and not getattr(method, "head_only", False):
+        train_feats = torch.as_tensor(frozen_features(method, xs["train"], cfg.optim.eval_batch_size))
+        out["standardized_head"] = standardize_head(method, train_feats.to(xs["train"].device))
     init_score = evaluate(method)
     init_state = method.delta_state_dict()
     plain = None

@@ -183,3 +183,16 @@ def test_head_only_grid_on_cached_features_scores_like_the_full_forward(mni_task
     chosen = tune(method, cfg, xs, ys, out)
     assert len(out["tuning"]["candidates"]) == 2
     assert val_score(chosen, xs, ys) == pytest.approx(out["tuning"]["chosen_val"])
+
+
+def test_standardized_head_keeps_the_initial_logits(mni_task):
+    from downstream.tuning import FeatureStandardizer, standardize_head
+
+    xs, ys = mni_task
+    cfg = make_cfg("method=vpt-deep", "vpt.num_tokens=2")
+    method = probe_initialised("vpt-deep", cfg, xs, ys)
+    before = predict_probs(method, xs["val"])
+    assert standardize_head(method, torch.as_tensor(extract_features(method, xs["train"])))
+    assert isinstance(method.head[0], FeatureStandardizer) and "head.1.weight" in method.declared_names
+    np.testing.assert_allclose(predict_probs(method, xs["val"]), before, atol=1e-5)
+    assert not standardize_head(method, torch.zeros(4, method.backbone.feature_dim))  # already wrapped
