@@ -3,8 +3,9 @@
 Runs the adaptation-method benchmark (resumable, like ``python -m downstream.benchmark``) and writes the generated
 block ``methods-benchmark`` of ``docs/methods.md``: the per-task tables, the method orders the papers report
 (MoVL ≥ LP, fine-tuning ≥ LP, VPT-deep ≥ LP; paired over seeds), the chosen hyper-parameters and flags of every
-cell, and the training-curve PNGs (copied to ``docs/figures/methods/``). ``--report-only`` rebuilds the block from
-the stored cells. ``--doc PATH`` writes another Markdown file (it must hold the block's markers).
+cell, and the training-curve PNGs (copied to ``docs/figures/<block>/``). ``--report-only`` rebuilds the block from
+the stored cells. ``--doc PATH`` writes another Markdown file and ``--block NAME`` another block (the file must hold
+the block's markers).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _record_pass(out_dir: Path, counts: dict, cpu: float, wall: float, load_star
     path.write_text(json.dumps(passes, indent=1))
 
 
-def build_block(cfg: BenchmarkConfig, doc: Path, command: str) -> str:
+def build_block(cfg: BenchmarkConfig, doc: Path, command: str, block: str = BLOCK) -> str:
     """Markdown of the generated block from the stored cells of ``cfg``."""
     cells, _skipped = expand(cfg)
     records = CellStore(cfg.output_dir).records(cells)
@@ -99,18 +100,19 @@ def build_block(cfg: BenchmarkConfig, doc: Path, command: str) -> str:
     diag_lines, figures = diagnostics.section(records, Path(cfg.output_dir), next(iter(agg.metrics.values()), "?"))
     lines += [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in diag_lines]
     if figures:
-        fig_dir = doc.parent / "figures" / "methods"
+        fig_dir = doc.parent / "figures" / block
         fig_dir.mkdir(parents=True, exist_ok=True)
         lines += ["### Training curves", ""]
         for title, path in figures:
             shutil.copyfile(path, fig_dir / path.name)
-            lines.append(f"![{title}](figures/methods/{path.name})")
+            lines.append(f"![{title}](figures/{block}/{path.name})")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m downstream.benchmark.methods_doc " + " ".join(f"'{a}'" if " " in a else a for a in args)
     report_only = "--report-only" in args
     if report_only:
         args.remove("--report-only")
@@ -119,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         i = args.index("--doc")
         doc = Path(args[i + 1])
         del args[i : i + 2]
-    command = "python -m downstream.benchmark.methods_doc " + " ".join(args)
+    block = BLOCK
+    if "--block" in args:
+        i = args.index("--block")
+        block = args[i + 1]
+        del args[i : i + 2]
     cfg = parse_args(BenchmarkConfig, args, prog="python -m downstream.benchmark.methods_doc", description=__doc__)
     failed = 0
     if report_only:
@@ -129,8 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = run_benchmark(cfg, progress=lambda line: print(line, flush=True))["counts"]
         _record_pass(Path(cfg.output_dir), counts, _cpu_seconds() - cpu, time.perf_counter() - wall, load)
         failed = counts["failed"]
-    write_block(doc, BLOCK, build_block(cfg, doc, command))
-    print(f"wrote the {BLOCK!r} block of {doc}")
+    write_block(doc, block, build_block(cfg, doc, command, block))
+    print(f"wrote the {block!r} block of {doc}")
     return 1 if failed else 0
 
 
