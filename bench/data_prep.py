@@ -8,11 +8,13 @@ converts that folder with the real ``nifti`` converter (``read_nifti`` → MR pe
 
 * ``pool``: ``workers=2`` (``multiprocessing`` pool, ordered results, one writer process);
 * ``single``: ``workers=1`` (in-process);
-* ``raw``: the bound, single process: ``nibabel`` load + raw slices (original dtype, no processing) written with
-  ``webdataset.TarWriter``.
+* ``raw``: the bound, single process: ``nibabel`` load + the same slices the converter wrote (the empty ones it
+  skipped are skipped here too; the list comes from the ``single`` run's ``meta.json``), raw (original dtype,
+  no scaling, no resize) ``.npy`` written with ``webdataset.ShardWriter``.
 
-Targets: ``pool / single >= 1.8`` and ``pool / raw >= 0.5`` (slices per second). The JSON records
-machine info and the load average before/after, because the machine may be shared.
+Targets: ``pool / single >= 1.8`` and ``pool / raw >= 0.5`` (slices per second). The JSON records machine info,
+the load average before/after (the machine may be shared), the CPU seconds of the main process and of the
+workers, and the top cProfile entries of a single-process conversion of one volume (where the time goes).
 
 Usage: ``python bench/data_prep.py [--quick] [--size 224] [--out bench/results/data_prep.json]``.
 """
@@ -23,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nibabel as nib
 import numpy as np
 
+from bench._common import BenchRun
 from lvmmed.data import samples
 
 
@@ -59,59 +61,103 @@ def _prepare(folder: Path, min_slices: int) -> tuple[int, int]:
     return n, total
 
 
-def _convert(src: Path, out: Path, workers: int, size: int) -> dict:
-    from data_prep.convert import convert, resolve_config
+def _config(workers: int, size: int):
+    from data_prep.convert import resolve_config
 
-    cfg = resolve_config(None, None, [
+    return resolve_config(None, None, [
         "format=nifti", "modality=MR", "axes=[0,1,2]", f"image_size={size}", f"workers={workers}", "name=bench",
     ])  # fmt: skip
-    cpu0, start = _cpu(), time.perf_counter()
+
+
+def _convert(src: Path, out: Path, workers: int, size: int) -> dict:
+    from data_prep.convert import convert
+
+    cfg = _config(workers, size)
+    (main0, kids0), start = _cpu_split(), time.perf_counter()
     result = convert(src, out, cfg, overwrite=True, progress=False)
-    seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
+    seconds = time.perf_counter() - start
+    main1, kids1 = _cpu_split()
+    cpu = (main1 - main0) + (kids1 - kids0)
     n = result.manifest["counts"]["total"]
     return {"seconds": round(seconds, 3), "slices": n, "slices_per_s": round(n / seconds, 1),
-            "cpu_seconds": round(cpu, 3), "cores_used": round(cpu / seconds, 2),
-            "bytes": sum(s["bytes"] for s in result.manifest["shards"]), "failures": len(result.failures)}  # fmt: skip
+            "cpu_seconds": round(cpu, 3), "cpu_main_process": round(main1 - main0, 3),
+            "cpu_workers": round(kids1 - kids0, 3), "cores_used": round(cpu / seconds, 2),
+            "tasks": result.n_tasks, "bytes": sum(s["bytes"] for s in result.manifest["shards"]),
+            "failures": len(result.failures)}  # fmt: skip
+
+
+def _cpu_split() -> tuple[float, float]:
+    """CPU seconds of this process, and of its reaped children (the pool workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and its reaped children (the pool workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return sum(_cpu_split())
 
 
-def _raw(src: Path, out: Path) -> dict:
-    """Bound: nibabel read + every raw slice into tars, no processing, no manifest."""
+def _written_slices(shards: Path) -> dict[int, list[tuple[int, int]]]:
+    """``{source_index: [(axis, slice_index), ...]}`` of the samples a conversion wrote (from meta.json)."""
+    import tarfile
+
+    kept: dict[int, list[tuple[int, int]]] = {}
+    for shard in sorted(shards.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".meta.json"):
+                    meta = json.loads(tar.extractfile(member).read())
+                    kept.setdefault(int(meta["source_index"]), []).append((int(meta["axis"]), int(meta["slice_index"])))
+    return kept
+
+
+def _raw(src: Path, out: Path, kept: dict[int, list[tuple[int, int]]]) -> dict:
+    """Bound: nibabel read (RAS+, as the converter) + the same slices, raw, into tars; no processing/manifest."""
     import webdataset as wds
 
     out.mkdir(parents=True, exist_ok=True)
     cpu0, start = _cpu(), time.perf_counter()
     n, size = 0, 0
     with wds.ShardWriter(str(out / "raw-%06d.tar"), maxcount=1000, verbose=0, encoder=False) as sink:
-        for f in sorted(src.glob("*.nii.gz")):
-            volume = np.asanyarray(nib.load(str(f)).dataobj)
-            for axis in range(3):
-                for index in range(volume.shape[axis]):
-                    buf = io.BytesIO()
-                    plane = volume[(slice(None),) * axis + (index,)]  # basic indexing (np.take is slow on F-order)
-                    np.save(buf, np.ascontiguousarray(plane), allow_pickle=False)
-                    data = buf.getvalue()
-                    sink.write({"__key__": f"{f.name[:6]}_{axis}_{index:04d}", "raw.npy": data})
-                    n += 1
-                    size += len(data)
+        for i, f in enumerate(sorted(src.glob("*.nii.gz"))):
+            volume = np.asanyarray(nib.as_closest_canonical(nib.load(str(f))).dataobj)
+            for axis, index in kept.get(i, []):
+                buf = io.BytesIO()
+                plane = volume[(slice(None),) * axis + (index,)]  # basic indexing (np.take is slow on F-order)
+                np.save(buf, np.ascontiguousarray(plane), allow_pickle=False)
+                data = buf.getvalue()
+                sink.write({"__key__": f"{f.name[:6]}_{axis}_{index:04d}", "raw.npy": data})
+                n += 1
+                size += len(data)
     seconds, cpu = time.perf_counter() - start, _cpu() - cpu0
     return {"seconds": round(seconds, 3), "slices": n, "slices_per_s": round(n / seconds, 1),
             "cpu_seconds": round(cpu, 3), "cores_used": round(cpu / seconds, 2), "bytes": size}  # fmt: skip
 
 
-def _machine() -> dict:
+def _profile(src: Path, out: Path, size: int, top: int = 15) -> list[dict]:
+    """cProfile of a single-process conversion of the first volume: the top entries by own time."""
+    import cProfile
+    import pstats
+
+    from data_prep.convert import convert
+
+    one = out / "src"
+    one.mkdir(parents=True)
+    shutil.copy(sorted(src.glob("*.nii.gz"))[0], one / "vol000.nii.gz")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    convert(one, out / "shards", _config(1, size), overwrite=True, progress=False)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    total = sum(v[2] for v in stats.values())
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1], "own_s": round(v[2], 3),
+             "cum_s": round(v[3], 3), "own_share": round(v[2] / total, 3)} for k, v in rows]  # fmt: skip
+
+
+def _libraries() -> dict:
     from importlib.metadata import version  # not `import torch`: the parent must stay fork-safe
 
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "numpy": np.__version__, "pillow": version("pillow"), "nibabel": nib.__version__,
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+    return {"numpy": np.__version__, "pillow": version("pillow"), "nibabel": nib.__version__}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -125,26 +171,26 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     min_slices = args.min_slices or (1800 if args.quick else 5000)
     args.size = args.size or (96 if args.quick else 224)
-    machine = _machine()
+    run = BenchRun("data_prep", quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench_data_prep_") as tmp:
         tmp = Path(tmp)
         n_files, n_slices = _prepare(tmp / "src", min_slices)
-        raw = _raw(tmp / "src", tmp / "raw")
         single = _convert(tmp / "src", tmp / "single", 1, args.size)
         pool = _convert(tmp / "src", tmp / "pool", 2, args.size)
-    machine["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        raw = _raw(tmp / "src", tmp / "raw", _written_slices(tmp / "single"))
+        profile = _profile(tmp / "src", tmp / "profile", args.size)
     ratios = {
         "pool_over_single": round(pool["slices_per_s"] / single["slices_per_s"], 3),
         "pool_over_raw": round(pool["slices_per_s"] / raw["slices_per_s"], 3),
         # CPU cost per slice, single / pool: ~1 means the pool adds no overhead, so a wall-clock ratio below 2
-        # comes from the machine not granting 2 cores (see cores_used and loadavg), not from the converter.
+        # comes from the machine not granting 2 cores (see cores_used and load_average), not from the converter.
         "cpu_per_slice_single_over_pool": round(
             (single["cpu_seconds"] / single["slices"]) / (pool["cpu_seconds"] / pool["slices"]), 3
         ),
     }
-    result = {
-        "benchmark": "data_prep",
-        "quick": args.quick,
+    run.target("pool_over_single", ratios["pool_over_single"], ">=", 1.8)
+    run.target("pool_over_raw", ratios["pool_over_raw"], ">=", 0.5)
+    figures = {
         "input": {
             "files": n_files,
             "volume_slices": n_slices,
@@ -155,16 +201,15 @@ def main(argv: list[str] | None = None) -> dict:
         "pool": pool,
         "single": single,
         "raw": raw,
+        "raw_writes_the_same_slices": raw["slices"] == pool["slices"] == single["slices"],
         "ratios": ratios,
-        "targets": {"pool_over_single": 1.8, "pool_over_raw": 0.5},
-        "met": {k: ratios[k] >= v for k, v in {"pool_over_single": 1.8, "pool_over_raw": 0.5}.items()},
-        "note": "wall-clock ratios need 2 idle cores; on a shared machine compare cores_used and loadavg",
-        "machine": machine,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "note": "wall-clock ratios need 2 idle cores; on a shared machine compare cores_used and load_average",
+        "profile_single_one_volume": profile,
+        "libraries": _libraries(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({"ratios": ratios, "pool": pool, "single": single, "raw": raw}, indent=1))
+    result = run.finish(figures, args.out)
+    print(json.dumps({"ratios": ratios, "pool": pool, "single": single, "raw": raw,
+                      "load_average": result["load_average"]}, indent=1))  # fmt: skip
     return result
 
 

@@ -207,6 +207,97 @@ def data_prep_block(res: Result) -> str:
         f"CPU per slice, single / pool = {cpu:.2f} (1 = the pool adds no CPU overhead"
         + (f"; here the pool spends {1 / cpu - 1:.0%} more CPU per slice than one process)." if cpu < 1 else ")."),
     ]
+    if "cpu_main_process" in res.get("pool"):
+        lines += [
+            "",
+            f"Pool CPU seconds: main process (writer) {res.num('pool.cpu_main_process'):.2f}, workers "
+            f"{res.num('pool.cpu_workers'):.2f}; single process {res.num('single.cpu_seconds'):.2f}.",
+        ]
+    profile = res.data.get("profile_single_one_volume") or []
+    if profile:
+        lines += ["", "Top own-time entries of a single-process conversion of one volume (cProfile):", "",
+                  "| function | calls | own s | share |", "|---|---|---|---|"]  # fmt: skip
+        row = "| `{function}` | {calls} | {own_s:.3f} | {own_share:.0%} |"
+        lines += [row.format(**p) for p in profile[:8]]
+    return "\n".join(lines)
+
+
+def gm_global_vs_rank_block(res: Result) -> str:
+    """One graph over the global batch vs per-rank graphs (``bench/gm_loss.py``, ``global_vs_rank``)."""
+    rows = res.get("global_vs_rank")
+    sizes = sorted(rows, key=int)
+    if not sizes:
+        raise FigureError(f"{res.path}: 'global_vs_rank' is empty: re-run `python bench/gm_loss.py`")
+    world = fmt(res.num(f"global_vs_rank.{sizes[0]}.world"))
+    lines = [
+        f"Source: `bench/results/gm_loss.json` (`global_vs_rank`), {res.conditions()}. Forward+backward of the "
+        f"default loss for a global batch of N over {world} ranks: `gather_distributed=true` (every rank solves the "
+        f"N-node graph) vs per-rank graphs (each rank solves its own N/{world}-node graph). Process-CPU medians "
+        "(less sensitive to a shared machine than wall time), and wall time in brackets.",
+        *res.caveat(),
+        "",
+        "| global N | global graph, per rank | per-rank graph (N/world nodes) | global / per-rank |",
+        "|---|---|---|---|",
+    ]
+    for n in sizes:
+        key = f"global_vs_rank.{n}"
+        lines.append(
+            f"| {n} | {_ms(res.num(key + '.global_cpu_ms'))} ({_ms(res.num(key + '.global_ms'))}) "
+            f"| {_ms(res.num(key + '.per_rank_cpu_ms'))} ({_ms(res.num(key + '.per_rank_ms'))}) "
+            f"| {res.num(key + '.global_over_per_rank_cpu'):.1f}× |"
+        )
+    lines += ["", "Warm-started backward re-solve (`backward_warm_start`; assignment calls and backward CPU time):", ""]
+    lines += ["| N | match accuracy | warm: calls, ms | from scratch: calls, ms |", "|---|---|---|---|"]
+    for n, warm_rows in sorted(res.get("backward_warm_start").items(), key=lambda kv: int(kv[0])):
+        for row in warm_rows:
+            lines.append(
+                f"| {n} | {row['match_acc']:.2f} | {row['warm_assignment_calls']:.1f}, "
+                f"{_ms(row['warm_backward_cpu_ms'])} | {row['cold_assignment_calls']:.1f}, "
+                f"{_ms(row['cold_backward_cpu_ms'])} |"
+            )
+    stages = res.get("stages")
+    lines += ["", "Where one forward+backward spends its process-CPU time (`stages`):", ""]
+    names = ["knn_graphs", "message_passing_fwd", "affinities_fwd", "forward_solve", "backward_resolve"]
+    lines += ["| N | total | " + " | ".join(names) + " | rest (autograd, loss) |", "|---" * (len(names) + 3) + "|"]
+    for n in sorted(stages, key=int):
+        st = stages[n]
+        cells = " | ".join(_ms(float(st[k])) for k in names)
+        lines.append(f"| {n} | {_ms(float(st['total']))} | {cells} | {_ms(float(st['rest_of_autograd_and_loss']))} |")
+    ratio_keys = [k for k in ("factorized_over_ntxent_N256", "factorized_over_ntxent_N1024") if k in find_met(res.data)]
+    if ratio_keys:
+        described = describe_targets(res.data)
+        lines += [
+            "",
+            "GM / NT-Xent forward+backward (wall, same run): "
+            + "; ".join(
+                f"`{k}` {described.get(k, '?')} ({'met' if find_met(res.data)[k] else '**not met**'})"
+                for k in ratio_keys
+            )
+            + ".",
+        ]
+    return "\n".join(lines)
+
+
+def storage_block(res: Result) -> str:
+    """PNG vs float16 npy storage on the bundled CT and MR data (``bench/storage.py``)."""
+    lines = [
+        f"Source: `bench/results/storage.json`, {res.conditions()}; images at "
+        f"{fmt(res.num('image_size'))} px. Bytes per sample as stored in the tar (all members, headers included); "
+        "pipeline = two-view training stream (decode + augmentations), decode = read path alone.",
+        *res.caveat(),
+        "",
+        "| samples | n | bytes/sample npy → png | ratio | pipeline ratio | decode ratio | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, group in res.get("groups").items():
+        pipeline = f"{group['pipeline_ratio']:.2f}" if "pipeline_ratio" in group else "–"
+        decode = f"{group['decode_ratio']:.2f}" if "decode_ratio" in group else "–"
+        lines.append(
+            f"| {label} | {group['samples']} | {group['npy_bytes_per_sample'] / 1e3:.1f} kB → "
+            f"{group['png_bytes_per_sample'] / 1e3:.1f} kB | {group['bytes_ratio']:.3f} | {pipeline} | {decode} "
+            f"| {group['max_abs_diff']:.2e} |"
+        )
+    lines += ["", *res.targets_table()]
     return "\n".join(lines)
 
 
@@ -215,6 +306,8 @@ BLOCKS: list[tuple[str, str, str, Callable[[Result], str]]] = [
     ("gm_loss", "docs/graph_matching.md", "bench-gm-loss", gm_loss_block),
     ("pretrain", "docs/pretrain.md", "bench-pretrain", pretrain_block),
     ("data_prep", "docs/data_prep.md", "bench-data-prep", data_prep_block),
+    ("gm_loss", "docs/graph_matching.md", "gm-global-vs-rank", gm_global_vs_rank_block),
+    ("storage", "docs/pretrain.md", "bench-storage", storage_block),
 ]
 
 

@@ -15,7 +15,10 @@ Sets (each ``<out_root>/<name>/`` with a ``manifest.json``):
 * ``colin27_aal``: Colin27 T1 slices with AAL regions grouped into lobes (:data:`AAL_LOBES`) by the first digit of
   the AAL region code in ``aal.nii.txt`` (2 frontal, 3 insula, 4 limbic, 5 occipital, 6 parietal,
   7 subcortical, 8 temporal, 9 cerebellum incl. vermis).
-* ``dicom_modality`` and ``color2d``: see :mod:`data_prep.bundled_sources`.
+* ``dicom_modality``, ``color2d`` and ``pretrain_extra`` (pretraining only): see :mod:`data_prep.bundled_sources`.
+
+:data:`PRETRAIN_POOL` lists the sets that pretraining reads (train splits; Colin27 stays out). Every bundled set
+uses the fixed public salt :data:`BUNDLED_PUBLIC_SALT`, so splits are identical on every machine.
 
 Profiles: ``tiny`` (64 px, every 8th slice/frame; < 30 s for all sets) and ``demo`` (96 px, every 2nd).
 A handful of subjects only: these sets are pipeline/regression fixtures, not evidence of generalisation.
@@ -63,7 +66,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 TEMPLATE_SETS = ("mni152", "colin27", "colin27_aal")
-SOURCE_SETS = ("dicom_modality", "color2d")
+SOURCE_SETS = ("dicom_modality", "color2d", "pretrain_extra")
+PRETRAIN_POOL = ("mni152", "dicom_modality", "color2d", "pretrain_extra")
+"""The bundled pretraining pool: every bundled image source except Colin27 (the region/OOD test brain); their
+*train* splits are read (``pretrain_extra`` is train only)."""
+BUNDLED_PUBLIC_SALT = "lvmmed-bundled-public-data-v1"
+"""The fixed, public de-identification salt of the bundled sets. Their sources are public test files with no real
+patients, so pseudonyms need no secret; a fixed salt makes the patient hashes, hence the splits and every number
+computed from them, identical on every machine. Private collections keep the private machine salt."""
 BUNDLED_SETS = TEMPLATE_SETS + SOURCE_SETS
 _NEEDS = {"colin27": "mricron-data", "colin27_aal": "mricron-data"}
 
@@ -176,12 +186,13 @@ def profile_config(profile: str, name: str, workers: int = 1) -> dict[str, Any]:
         name=name,
         format="dicom" if name == "dicom_modality" else "images" if name == "color2d" else "nifti",
         image_size=prof["image_size"],
-        axes=[0, 1, 2] if name in TEMPLATE_SETS else [2],
+        axes=[0, 1, 2] if name in (*TEMPLATE_SETS, "pretrain_extra") else [2],
         slice_step=prof["slice_step"],
         frame_step=prof["frame_step"],
         max_frames=prof["max_frames"],
-        channels="grey" if name == "dicom_modality" else "keep",
+        channels="grey" if name in ("dicom_modality", "pretrain_extra") else "keep",
         split_unit="slab" if name in TEMPLATE_SETS else "patient",
+        split_fractions=[1.0, 0.0, 0.0] if name == "pretrain_extra" else [0.8, 0.1, 0.1],
         shard_maxcount=200,
         workers=workers,
         max_failure_fraction=0.5,
@@ -189,6 +200,7 @@ def profile_config(profile: str, name: str, workers: int = 1) -> dict[str, Any]:
     out = to_dict(cfg)
     out["profile"] = profile
     out["tile_grid"] = dict(prof["tile_grid"])
+    out["public_salt"] = BUNDLED_PUBLIC_SALT
     return out
 
 
@@ -199,6 +211,7 @@ def build_bundled(
     names: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    encoding: str = "npy",
 ) -> dict[str, Path]:
     """Converts the bundled real data into shard sets ``out_root/<name>/``.
 
@@ -209,6 +222,7 @@ def build_bundled(
         names: Subset of :data:`BUNDLED_SETS` (default: all whose sources are installed).
         overwrite: Rebuild sets even when a complete identical set exists (otherwise resumed/skipped).
         progress: Show tqdm bars.
+        encoding: Image encoding, ``npy`` or ``png`` (:class:`ConvertConfig` ``encoding``).
 
     Returns:
         ``{name: directory}`` of the sets that were built (sets whose optional source is missing are left out,
@@ -218,7 +232,7 @@ def build_bundled(
         MissingSampleError: An explicitly requested set needs an uninstalled source.
         ValueError: Unknown set or profile name.
     """
-    from .bundled_sources import plan_color2d, plan_dicom_modality
+    from .bundled_sources import plan_color2d, plan_dicom_modality, plan_pretrain_extra
 
     explicit = names is not None
     names = list(BUNDLED_SETS if names is None else names)
@@ -233,11 +247,13 @@ def build_bundled(
                 samples.SOURCES[need].root()  # raises MissingSampleError with the install hint
             log.info("skipping bundled set %s: %s not installed (%s)", name, need, samples.SOURCES[need].install)
             continue
-        cfg = profile_config(profile, name, workers)
+        cfg = {**profile_config(profile, name, workers), "encoding": encoding}
         if name in TEMPLATE_SETS:
             tasks, info = plan_template(name, cfg)
         elif name == "dicom_modality":
             tasks, info = plan_dicom_modality(cfg)
+        elif name == "pretrain_extra":
+            tasks, info = plan_pretrain_extra(cfg)
         else:
             tasks, info = plan_color2d(cfg)
         result = run_tasks(

@@ -156,3 +156,81 @@ def process_photo(task: Task, cfg: dict[str, Any]) -> list:
             record = ImageRecord(tile, "image2d", {"modality": modality, "spacing": None}, {})
             out += record_samples(record, cfg, base, f"i{task.index:06d}_t{r:02d}{c:02d}", task.splits[group])
     return out
+
+
+# ---- pretrain_extra: every other bundled medical image, for pretraining only (no labels, no held-out split) ----
+_EXTRA_VOLUMES = {  # nibabel's test data (MIT): name → (file, modality)
+    "nibabel_t1": ("anatomical.nii", "MR"),
+    "nibabel_epi4d": ("example4d.nii.gz", "MR"),
+    "nibabel_functional": ("functional.nii", "MR"),
+}
+_EXTRA_DICOM = ("0.dcm", "1.dcm")  # nibabel's Siemens MR DICOM slices
+_EXTRA_PHOTOS = {"microaneurysms": ("FUNDUS", "eye", 2), "cell": ("MICROSCOPY", "cell", 2)}  # scikit-image: grid
+
+
+def plan_pretrain_extra(cfg: dict[str, Any]) -> tuple[list[Task], dict[str, Any]]:
+    """One task per extra source file; every sample goes to ``train`` (``split_fractions = [1, 0, 0]``)."""
+    tasks: list[Task] = []
+    if samples.source_available("nibabel"):
+        root = samples.SOURCES["nibabel"].root()
+        for name, (file, modality) in _EXTRA_VOLUMES.items():
+            if (root / file).is_file():
+                params = {"kind": "volume", "name": name, "modality": modality}
+                tasks.append(_extra_task(len(tasks), name, root / file, params, cfg))
+        for file in _EXTRA_DICOM:
+            if (root / file).is_file():
+                params = {"kind": "dicom", "name": f"nibabel_{file[0]}", "modality": "MR"}
+                tasks.append(_extra_task(len(tasks), f"nibabel_{file}", root / file, params, cfg))
+    if samples.source_available("scikit-image"):
+        root = samples.SOURCES["scikit-image"].root()
+        for name, (modality, _organ, grid) in _EXTRA_PHOTOS.items():
+            if (root / f"{name}.png").is_file():
+                params = {"kind": "photo", "name": name, "modality": modality, "grid": grid}
+                tasks.append(_extra_task(len(tasks), name, root / f"{name}.png", params, cfg))
+    info = {
+        "modality": sorted({t.params["modality"] for t in tasks}),
+        "label_names": None,
+        "mask_labels": None,
+        "source": "nibabel 5.4.2 test data (MIT: anatomical.nii, example4d.nii.gz, functional.nii first volumes, "
+        "all three axes; 0.dcm, 1.dcm) + scikit-image 0.26.0 data (microaneurysms.png, cell.png, 2x2 tiles); "
+        "pretraining only, every sample in train",
+    }
+    return tasks, info
+
+
+def _extra_task(index: int, display: str, path: Path, params: dict[str, Any], cfg: dict[str, Any]) -> Task:
+    group = pseudonym(f"extra:{params['name']}", cfg)
+    params = {**params, "patient": group}
+    return Task(index, "data_prep.bundled_sources:process_extra", display, [str(path)], [group], params)
+
+
+def process_extra(task: Task, cfg: dict[str, Any]) -> list:
+    """Worker: one extra source → unlabelled samples (volumes sliced along every configured axis)."""
+    p = task.params
+    base = {
+        "dataset": "pretrain_extra", "modality": p["modality"], "organ": "", "center": p["name"],
+        "patient": p["patient"], "volume": p["patient"], "group": p["patient"], "source_index": task.index,
+        "label": None, "label_name": None, "mask_labels": None,
+    }  # fmt: skip
+    split = task.splits[p["patient"]]
+    if p["kind"] == "volume":  # 4-D series: the reader keeps the first volume
+        from lvmmed.data.readers import read_nifti
+
+        record = read_nifti(task.paths[0], modality=p["modality"], volume_index=0)
+        return record_samples(record, cfg, base, f"i{task.index:06d}", split)
+    if p["kind"] == "dicom":
+        from lvmmed.data.readers import read_dicom
+
+        out = []
+        for r_index, record in enumerate(read_dicom(task.paths[0])):
+            out += record_samples(record, {**cfg, "axes": [2]}, base, f"i{task.index:06d}_r{r_index}", split)
+        return out
+    image = load_image(task.paths[0])
+    grid, out = p["grid"], []
+    th, tw = image.shape[0] // grid, image.shape[1] // grid
+    for r in range(grid):
+        for c in range(grid):
+            tile = np.ascontiguousarray(image[r * th : (r + 1) * th, c * tw : (c + 1) * tw])
+            record = ImageRecord(tile, "image2d", {"modality": p["modality"], "spacing": None}, {})
+            out += record_samples(record, cfg, base, f"i{task.index:06d}_t{r}{c}", split)
+    return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 log = logging.getLogger("data_prep")
@@ -70,8 +69,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from lvmmed.errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and tracebacks on errors)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="print the dataset catalog")
@@ -83,13 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="catalog entry (python -m data_prep list)")
     p.add_argument("--src", required=True, type=Path, help="input folder, file, or .tar/.tar.gz/.zip archive")
     p.add_argument("--out", required=True, type=Path, help="output shard directory")
-    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images"], help="reader for --src")
+    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images", "metaimage", "hdf5"],
+                   help="reader for --src")  # fmt: skip
     p.add_argument("--labels", default=None, help="CSV file,label of image-level labels")
     p.add_argument("--name", dest="dataset_name", default=None, help="dataset name in the manifest")
     p.add_argument("--config", type=Path, default=None, help="YAML ConvertConfig (configs/data_prep/*.yaml)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: config, 2)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous different run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (inputs, masks, classes, patients, "
+                   "official splits) and write nothing")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="ConvertConfig key=value overrides")
     p.set_defaults(func=_cmd_convert)
 
@@ -121,15 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry; returns the exit status."""
-    from lvmmed.config import ConfigError
-    from lvmmed.data.samples import MissingSampleError
-    from lvmmed.data.shards import ShardFormatError
+    """CLI entry; returns the exit status (the error contract of :mod:`lvmmed.errors`)."""
+    from lvmmed.errors import run_cli
 
-    from .catalog import LayoutError
-    from .safety import UnsafeArchiveError
-    from .writer import ResumeError
+    # FileNotFoundError (missing --src, no inputs) and ValueError (bad labels CSV, unreadable archive, bad config
+    # value) are the user's arguments here: exit 2, as this command has always documented.
+    return run_cli(_run, argv, "python -m data_prep", usage_errors=(FileNotFoundError, ValueError))
 
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "convert" and all("=" in e and not e.startswith("-") for e in extra):
@@ -137,11 +143,4 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return int(args.func(args))
-    except (ConfigError, LayoutError, MissingSampleError, ResumeError, UnsafeArchiveError, ShardFormatError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:  # missing --src, unreadable archive, bad labels CSV
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    return int(args.func(args))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-FORMATS = ("dicom", "nifti", "images")
+from lvmmed.data.codecs import ENCODINGS
+
+FORMATS = ("dicom", "nifti", "images", "metaimage", "hdf5")
 CHANNEL_MODES = ("keep", "grey", "rgb")
-SPLIT_METHODS = ("rank", "threshold")
+SPLIT_METHODS = ("rank", "threshold", "official")
 SPLIT_UNITS = ("patient", "slab")
 LAYOUTS = ("auto", "classes", "pairs", "flat")
 PATIENT_FROM = ("stem", "parent", "labels")
@@ -24,8 +26,9 @@ class ConvertConfig:
 
     Attributes:
         name: Dataset name written to ``meta.json`` and the manifest (default: the catalog name or source folder).
-        format: Reader family: ``dicom`` (files, series, DICOMDIR, SEG), ``nifti`` (volumes + optional label maps)
-            or ``images`` (2-D folders, optional class folders / labels CSV).
+        format: Reader family: ``dicom`` (files, series, DICOMDIR, SEG), ``nifti`` (volumes + optional label maps),
+            ``images`` (2-D folders, optional class folders / labels CSV), ``metaimage`` (``.mhd``/``.raw`` through
+            SimpleITK) or ``hdf5`` (``*_x.h5`` patch stacks + ``*_y.h5`` labels through h5py).
         modality: Modality code forced on every sample ("" = read it from the header, else "OT").
         organ: Free-text organ for ``meta.json``.
         center: Source grouping for multi-centre protocols ("" = the dataset name).
@@ -47,7 +50,9 @@ class ConvertConfig:
         slab_thickness: Slices per slab when ``split_unit`` is ``slab``.
         split_method: ``rank`` sorts the salted group hashes and cuts at the fractions (every split non-empty once
             there are 3 groups; needs the group list up front, which the planner has); ``threshold`` maps each hash
-            to [0, 1) and cuts there (stable when the collection grows).
+            to [0, 1) and cuts there (stable when the collection grows); ``official`` keeps the release's own split
+            (catalog entries whose release has one): official test stays test, official val stays val, and when the
+            release has no val split, val is cut from the official train patients by rank at the val fraction.
         salt_file: File holding the de-identification salt ("" = ``LVMMED_DEID_SALT`` or the default salt file).
         dedupe: Skip DICOM instances whose SOPInstanceUID was already converted (same pixels, other encoding).
         shard_maxcount: Samples per shard.
@@ -74,6 +79,8 @@ class ConvertConfig:
         mixed_geometry: A DICOM series mixing orientations/shapes is converted as 2-D slices (``slices``, with a
             warning) or reported as a failure (``error``).
         mask_labels: Names of the mask values (index = value) when the source does not define them.
+        encoding: Image member: ``npy`` (float16) or ``png`` (integers on the source grid or a 12-bit grid, about
+            3-4x smaller; equal to float16 within its rounding; see ``lvmmed.data.codecs``).
     """
 
     name: str = ""
@@ -91,6 +98,7 @@ class ConvertConfig:
     ct_window: str = ""
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     channels: str = "keep"
+    encoding: str = "npy"
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_unit: str = "patient"
     slab_thickness: int = 16
@@ -121,6 +129,8 @@ class ConvertConfig:
             raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
         if self.split_method not in SPLIT_METHODS:
             raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {self.split_method!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.patient_from not in PATIENT_FROM:

@@ -1,9 +1,10 @@
 """``convert``: any collection (``--format``) or a catalog entry (``NAME``) → one shard set.
 
 Steps: resolve the typed :class:`~data_prep.config.ConvertConfig` (catalog defaults < ``--config`` YAML <
-``key=value``), extract an archive ``--src`` safely, check a catalog entry's expected layout, plan the tasks
-(:mod:`data_prep.plan_dicom`, :mod:`data_prep.plan_files`), run them (:func:`data_prep.engine.run_tasks`), and
-decide the exit status from the failure fraction.
+``key=value``), extract an archive ``--src`` safely, check a catalog entry's layout, plan the tasks (a catalog
+entry's release description through :mod:`data_prep.plan_release`; ``--format`` alone through
+:mod:`data_prep.plan_dicom` / :mod:`data_prep.plan_files`), print the :class:`Plan` (``--dry-run`` stops here),
+run the tasks (:func:`data_prep.engine.run_tasks`), and decide the exit status from the failure fraction.
 """
 
 from __future__ import annotations
@@ -12,16 +13,29 @@ import argparse
 import logging
 import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lvmmed.config import ConfigError, load_config, to_dict
+from lvmmed.data.shards import MANIFEST_NAME
 
+from .catalog_release import Release
 from .config import ConvertConfig
-from .engine import RunResult, run_tasks
+from .engine import ERROR_KINDS, RunResult, run_tasks
 from .safety import extract_archive, is_archive
 
 log = logging.getLogger(__name__)
+
+# Keys of the generic folder planners; a catalog entry's release description replaces them (never ignored silently).
+_FOLDER_KEYS = {"label_pattern": "", "image_glob": "", "exclude_glob": "", "layout": "auto", "patient_from": "stem"}
+
+# Formats without a catalog entry that still go through a release description (no layout knowledge needed).
+GENERIC_RELEASES = {
+    "metaimage": Release(r"(?:.*/)?[^/]+\.(?:mhd|mha)"),
+    "hdf5": Release(r"(?:.*/)?[^/]+_x\.h5"),
+}
 
 
 def resolve_config(
@@ -69,6 +83,41 @@ def prepare_source(src: Path, out: Path) -> tuple[Path, Path | None]:
     return (entries[0] if len(entries) == 1 and entries[0].is_dir() else dest), dest
 
 
+@dataclass
+class Plan:
+    """What a conversion will do, counted before any pixel is read (printed first; ``--dry-run`` stops here)."""
+
+    name: str
+    format: str
+    src: str
+    counts: dict[str, Any]
+    failures: list[dict[str, str]] = field(default_factory=list)
+    split_method: str = "rank"
+
+    def summary(self) -> str:
+        """The plan as a few lines of text."""
+        c = self.counts
+        lines = [f"plan for {self.name} ({self.format}) under {self.src}:",
+                 f"  inputs:  {c['inputs']} ({c['images']} images)",
+                 f"  masks:   {c['masks_paired']} paired, {c['missing_masks']} missing (missing_mask)"]  # fmt: skip
+        if c.get("classes"):
+            classes = ", ".join(f"{k} {v}" for k, v in c["classes"].items())
+            lines.append(f"  classes: {len(c['classes'])}: {classes} (unlabelled {c.get('unlabelled') or 0})")
+        else:
+            lines.append("  classes: none")
+        lines.append(f"  patients: {c['patients']}")
+        official = c.get("official_splits")
+        lines.append("  official splits: " + (", ".join(f"{k} {v}" for k, v in official.items()) if official else
+                                              "none") + f" (split_method={self.split_method})")  # fmt: skip
+        if c.get("ignored"):
+            lines.append(f"  ignored files: {c['ignored']} (e.g. {', '.join(c['ignored_examples'][:3])})")
+        other = [f for f in self.failures if f["kind"] != "missing_mask"]
+        if other:
+            lines.append(f"  unreadable or skipped while planning: {len(other)}")
+        lines += [f"  note: {n}" for n in c.get("notes", [])[:5]]
+        return "\n".join(lines)
+
+
 def convert(
     src: str | Path,
     out: str | Path,
@@ -77,7 +126,9 @@ def convert(
     overwrite: bool = False,
     progress: bool = True,
     catalog_name: str | None = None,
-) -> RunResult:
+    dry_run: bool = False,
+    show_plan: Callable[[str], None] | None = None,
+) -> RunResult | Plan:
     """Converts one collection with a resolved config.
 
     Args:
@@ -87,19 +138,63 @@ def convert(
         source: Free-text source description for the manifest (default: catalog entry or format).
         overwrite: Replace a previous different run in ``out``.
         progress: tqdm bar.
-        catalog_name: Catalog entry name (its layout is checked before anything is read).
+        catalog_name: Catalog entry name (its release layout drives the planning).
+        dry_run: Plan only: return the :class:`Plan` and write nothing.
+        show_plan: Called with the plan's text before the conversion starts (the CLI prints it).
 
     Raises:
-        LayoutError: A catalog entry's expected files are missing (message shows the expected layout).
+        LayoutError: A catalog entry's images are missing (message shows the expected layout).
+        ConfigError: A labels CSV for a format that cannot use it, or an unusable split method.
         ValueError / FileNotFoundError: Unreadable archive or missing ``src``.
     """
     out = Path(out)
     folder, extracted = prepare_source(Path(src), out)
     try:
-        return _convert_folder(folder, Path(src), out, cfg, source, overwrite, progress, catalog_name)
+        return _convert_folder(folder, Path(src), out, cfg, source, overwrite, progress, catalog_name, dry_run,
+                               show_plan)  # fmt: skip
     finally:
         if extracted is not None:  # an extracted archive: re-extracted on a re-run, never kept
             shutil.rmtree(extracted, ignore_errors=True)
+
+
+def _labels_path(folder: Path, labels: str) -> Path:
+    path = Path(labels) if Path(labels).is_absolute() else folder / labels
+    if not path.is_file() and Path(labels).is_file():
+        path = Path(labels)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels CSV {labels} not found")
+    return path
+
+
+def _plan(folder: Path, cfg: ConvertConfig, cfg_dict: dict[str, Any], entry) -> tuple[list, list, dict]:
+    from .plan_dicom import plan_dicom
+    from .plan_files import plan_images, plan_nifti, read_labels_csv
+    from .plan_release import plan_counts_of, plan_release
+
+    if cfg.labels and cfg.format == "dicom":
+        raise ConfigError("a labels CSV cannot be used with DICOM input (no header field to join it on); "
+                          "remove labels= / --labels")  # fmt: skip
+    release = entry.release if entry is not None else GENERIC_RELEASES.get(cfg.format)
+    if entry is not None and cfg.format != "dicom":
+        unused = [k for k, default in _FOLDER_KEYS.items() if getattr(cfg, k) != default]
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)}: {entry.name}'s release description says which files are images, masks, "
+                "labels and patients; these keys apply to --format without a catalog NAME"
+            )
+    if release is not None:
+        plan_cfg = dict(cfg_dict, labels=str(_labels_path(folder, cfg.labels)) if cfg.labels else "")
+        return plan_release(folder, plan_cfg, release)
+    labels = read_labels_csv(_labels_path(folder, cfg.labels), cfg_dict) if cfg.labels else None
+    planner = {"dicom": plan_dicom, "nifti": plan_nifti, "images": plan_images}[cfg.format]
+    tasks, failures, info = planner(folder, cfg_dict, labels)
+    info["plan"] = plan_counts_of(tasks, failures)
+    return tasks, failures, info
+
+
+def _plan_for_manifest(counts: dict[str, Any]) -> dict[str, Any]:
+    """The plan's counts only: file names (examples, notes) stay out of the shard set (folders may name people)."""
+    return {k: v for k, v in counts.items() if k not in ("ignored_examples", "notes")}
 
 
 def _convert_folder(
@@ -111,10 +206,11 @@ def _convert_folder(
     overwrite: bool,
     progress: bool,
     catalog_name: str | None,
-) -> RunResult:
+    dry_run: bool = False,
+    show_plan: Callable[[str], None] | None = None,
+) -> RunResult | Plan:
     from .catalog import check_layout, get_entry
-    from .plan_dicom import plan_dicom
-    from .plan_files import plan_images, plan_nifti, read_labels_csv
+    from .manifest import write_failures, write_manifest
 
     entry = get_entry(catalog_name) if catalog_name else None
     if entry is not None:
@@ -123,32 +219,29 @@ def _convert_folder(
     cfg_dict["name"] = cfg.name or (entry.name if entry else Path(src).name.split(".")[0])
     if cfg.labels:  # the manifest keeps the file name only: folder names may identify people
         cfg_dict["labels"] = Path(cfg.labels).name
-    labels = None
-    if cfg.labels:
-        labels_path = Path(cfg.labels) if Path(cfg.labels).is_absolute() else folder / cfg.labels
-        if not labels_path.is_file() and Path(cfg.labels).is_file():
-            labels_path = Path(cfg.labels)
-        labels = read_labels_csv(labels_path, cfg_dict)
-    planner = {"dicom": plan_dicom, "nifti": plan_nifti, "images": plan_images}[cfg.format]
-    tasks, plan_failures, info = planner(folder, cfg_dict, labels)
-    if not tasks:
+    tasks, plan_failures, info = _plan(folder, cfg, cfg_dict, entry)
+    plan = Plan(cfg_dict["name"], cfg.format, str(src), info["plan"], plan_failures, cfg.split_method)
+    if show_plan is not None:
+        show_plan(plan.summary())
+    if dry_run:
+        return plan
+    if not tasks and not plan_failures:
         hint = f" (expected layout: {entry.layout})" if entry else ""
-        raise FileNotFoundError(f"no {cfg.format} inputs found under {src}{hint}; planning notes: {plan_failures[:3]}")
+        raise FileNotFoundError(f"no {cfg.format} inputs found under {src}{hint}")
     description = source or (f"{entry.name}: {entry.homepage} ({entry.licence})" if entry else f"{cfg.format} folder")
     result = run_tasks(
         tasks, cfg_dict, out, name=cfg_dict["name"], source=description, modality=info["modality"],
         label_names=info.get("label_names"), mask_labels=info.get("mask_labels"), workers=cfg.workers,
-        overwrite=overwrite, progress=progress,
+        overwrite=overwrite, progress=progress, extra_manifest={"plan": _plan_for_manifest(info["plan"])},
     )  # fmt: skip
     if plan_failures and not result.already_complete:
-        from .manifest import write_failures, write_manifest
-
         result.failures = plan_failures + result.failures
-        result.n_tasks += sum(1 for f in plan_failures if f["kind"] == "error")
+        result.n_tasks += sum(1 for f in plan_failures if f["kind"] in ERROR_KINDS)
         write_failures(out, result.failures)
         result.manifest["failures"] = len(result.errors)
         result.manifest["skipped"] = len(result.failures) - len(result.errors)
-        write_manifest(out, result.manifest)
+        if (out / MANIFEST_NAME).is_file():
+            write_manifest(out, result.manifest)
     return result
 
 
@@ -170,7 +263,11 @@ def convert_cli(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides.append(f"workers={args.workers}")
     cfg = resolve_config(entry_overrides, args.config, overrides)
-    result = convert(args.src, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet, catalog_name=args.name)
+    result = convert(args.src, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet,
+                     catalog_name=args.name, dry_run=args.dry_run, show_plan=print)  # fmt: skip
+    if isinstance(result, Plan):
+        print("dry run: nothing was written")
+        return 0
     return report(result, cfg.max_failure_fraction)
 
 
@@ -189,6 +286,11 @@ def report(result: RunResult, max_failure_fraction: float) -> int:
               f"(details: {result.root / 'failures.json'})")  # fmt: skip
         for f in result.failures[:5]:
             print(f"  [{f['kind']}] {f['file']}: {f['reason'][:200]}")
+    if result.errors:
+        from collections import Counter
+
+        kinds = Counter(f["kind"] for f in result.errors)
+        print("failure kinds: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     if counts["total"] == 0:
         print("error: no samples were written", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Turns processed 2-D arrays into shard samples: resize, channel mode, float16, allow-listed ``meta.json``.
+"""Turns processed 2-D arrays into shard samples: channel mode, float16 ``.npy`` or PNG, allow-listed ``meta.json``.
 
 Everything here runs inside the worker processes, so the main process only appends bytes to tars.
 """
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from lvmmed.data.codecs import encode_mask_png, encode_png
 from lvmmed.data.deid import sanitize_meta
 from lvmmed.data.shards import encode_npy
 
@@ -37,7 +38,12 @@ def foreground_fraction(image: np.ndarray) -> float:
 
 
 def make_sample(
-    key: str, split: str, image: np.ndarray, meta: dict[str, Any], mask: np.ndarray | None = None
+    key: str,
+    split: str,
+    image: np.ndarray,
+    meta: dict[str, Any],
+    mask: np.ndarray | None = None,
+    encoding: str = "npy",
 ) -> EncodedSample:
     """Encodes one sample.
 
@@ -47,6 +53,7 @@ def make_sample(
         image: HxW or HxWx3 array already normalised to [0, 1] (clipped again here) and resized.
         meta: Candidate meta fields; anything outside ``META_FIELDS`` is dropped.
         mask: Optional HxW integer label map (stored as uint8).
+        encoding: ``npy`` (float16) or ``png`` (``lvmmed.data.codecs``; colour off the 8-bit grid stays npy).
 
     Raises:
         ValueError: A key with a dot, a non-finite image, or a mask on another grid or with values > 255.
@@ -56,14 +63,23 @@ def make_sample(
     image = np.asarray(image, dtype=np.float32)
     if not np.isfinite(image).all():
         raise ValueError(f"sample {key}: image has non-finite values after normalisation")
-    image16 = np.clip(image, 0.0, 1.0).astype(np.float16)
-    members = {"image.npy": encode_npy(np.ascontiguousarray(image16))}
+    image = np.clip(image, 0.0, 1.0)
+    image16 = image.astype(np.float16)
+    window = meta.get("window")
+    png = encode_png(image, window[1] - window[0] if window else None) if encoding == "png" else None
+    if png is not None:
+        members, meta = {"image.png": png[0]}, dict(meta, image_scale=png[1])
+    else:
+        members = {"image.npy": encode_npy(np.ascontiguousarray(image16))}
     if mask is not None:
         if mask.shape != image.shape[:2]:
             raise ValueError(f"sample {key}: mask shape {mask.shape} != image grid {image.shape[:2]}")
         if mask.size and (mask.min() < 0 or mask.max() > 255):
             raise ValueError(f"sample {key}: mask values must fit uint8")
-        members["mask.npy"] = encode_npy(np.ascontiguousarray(mask.astype(np.uint8)))
+        if encoding == "png":
+            members["mask.png"] = encode_mask_png(mask)
+        else:
+            members["mask.npy"] = encode_npy(np.ascontiguousarray(mask.astype(np.uint8)))
     meta = dict(meta, split=split, channels=3 if image16.ndim == 3 else 1)
     members["meta.json"] = json.dumps(sanitize_meta(meta), sort_keys=True).encode()
     return EncodedSample(key=key, split=split, members=members)

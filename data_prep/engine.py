@@ -28,6 +28,8 @@ from .manifest import build_manifest, write_failures, write_manifest
 from .patient_split import assign_splits
 from .writer import EncodedSample, ShardSetWriter, read_journal
 
+ERROR_KINDS = ("error", "missing_mask")  # failure kinds that count against max_failure_fraction
+
 
 class SkipInput(Exception):
     """Raised by a processor for an input that is valid but not convertible (no pixels, duplicate, SEG only)."""
@@ -71,7 +73,7 @@ class RunResult:
 
     @property
     def errors(self) -> list[dict[str, str]]:
-        return [f for f in self.failures if f.get("kind") == "error"]
+        return [f for f in self.failures if f.get("kind") in ERROR_KINDS]
 
     @property
     def failure_fraction(self) -> float:
@@ -92,16 +94,29 @@ def _run_one(args: tuple[Task, dict[str, Any]]) -> tuple[int, list[EncodedSample
     task, cfg = args
     try:
         result = _resolve(task.processor)(task, cfg)
-        if isinstance(result, tuple):
-            return task.index, result[0], list(result[1])
-        return task.index, result, []
+        samples, failures = (result[0], list(result[1])) if isinstance(result, tuple) else (result, [])
+        failures = [{**f, "reason": relative_reason(str(f.get("reason", "")), task)} for f in failures]
+        return task.index, [s.pack() for s in samples], failures  # tar members are encoded here, in the worker
     except SkipInput as err:
-        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": str(err)}]
+        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": relative_reason(str(err), task)}]
     except Exception as err:  # one bad file must not stop the run
         reason = f"{type(err).__name__}: {err}"
         if not str(err):
             reason += " | " + traceback.format_exc(limit=2).replace("\n", " ")
-        return task.index, [], [{"file": task.display, "kind": "error", "reason": reason}]
+        return task.index, [], [{"file": task.display, "kind": "error", "reason": relative_reason(reason, task)}]
+
+
+def relative_reason(reason: str, task: Task) -> str:
+    """Failure reasons name files relative to the source root (as ``display`` does), never by absolute path."""
+    if not task.paths:
+        return reason
+    shown = task.display.split(" (")[0].rstrip("/")
+    first = Path(task.paths[0])
+    for candidate in (first, *first.parents):
+        text = str(candidate)
+        if shown and text.endswith(shown) and len(text) > len(shown):
+            return reason.replace(text[: -len(shown)], "")
+    return reason.replace(str(first.parent) + "/", "")
 
 
 def _worker_init() -> None:
@@ -175,7 +190,10 @@ def run_tasks(
 
     start = time.perf_counter()
     out = Path(out)
-    split_of = assign_splits([g for t in tasks for g in t.groups], cfg["split_fractions"], cfg["split_method"])
+    if cfg["split_method"] == "official":
+        split_of = official_splits(tasks, cfg["split_fractions"])
+    else:
+        split_of = assign_splits([g for t in tasks for g in t.groups], cfg["split_fractions"], cfg["split_method"])
     for t in tasks:
         t.splits = {g: split_of[g] for g in t.groups}
     fp = fingerprint(cfg, tasks, [name, source, modality, label_names, mask_labels])
@@ -204,7 +222,7 @@ def run_tasks(
         bar.close()
     shards = writer.close()
     write_failures(out, failures)
-    n_errors = sum(1 for f in failures if f["kind"] == "error")
+    n_errors = sum(1 for f in failures if f["kind"] in ERROR_KINDS)
     extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, **(extra_manifest or {})}
     manifest = build_manifest(
         name, shards, cfg, source, modality, label_names, mask_labels, failures=n_errors, extra=extra
@@ -212,6 +230,36 @@ def run_tasks(
     write_manifest(out, manifest)
     written = sum(writer.written.values())
     return RunResult(out, manifest, failures, len(tasks), written, writer.resumed, time.perf_counter() - start)
+
+
+def official_splits(tasks: list[Task], fractions: list[float]) -> dict[str, str]:
+    """``{group: split}`` from the release's official split (``params["official_split"]`` of every task).
+
+    Official test and val stay as they are. When the release has no val split, val is cut from the official
+    train groups by rank (:func:`~data_prep.patient_split.assign_splits`) at ``val / (train + val)``.
+
+    Raises:
+        ConfigError: a task without an official split, or a patient the release puts in two official splits.
+    """
+    from lvmmed.config import ConfigError
+
+    official: dict[str, str] = {}
+    conflicts = set()
+    for t in tasks:
+        split = t.params.get("official_split")
+        if split is None:
+            raise ConfigError(f"split_method=official: {t.display} has no official split (use rank or threshold)")
+        for g in t.groups:
+            if official.setdefault(g, split) != split:
+                conflicts.add(g)
+    if conflicts:
+        raise ConfigError(f"split_method=official: {len(conflicts)} patients are in more than one official split; "
+                          "use split_method=rank to keep every patient in one split")  # fmt: skip
+    out = dict(official)
+    if "val" not in official.values():
+        train = [g for g, s in official.items() if s == "train"]
+        out.update(assign_splits(train, [fractions[0], fractions[1], 0.0], "rank"))
+    return out
 
 
 def task_dict(task: Task) -> dict[str, Any]:

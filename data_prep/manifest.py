@@ -55,8 +55,15 @@ def build_manifest(
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
-    """Writes ``manifest.json`` atomically (the last file of a conversion)."""
+    """Writes ``manifest.json`` atomically (the last file of a conversion).
+
+    An empty set never looks complete: when the manifest counts no sample, no manifest is written (and a stale
+    one is removed), so readers and ``verify`` see an unfinished conversion.
+    """
     path = Path(root) / MANIFEST_NAME
+    if not manifest.get("counts", {}).get("total", 0):
+        path.unlink(missing_ok=True)
+        return path
     atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False))
     return path
 

@@ -22,7 +22,7 @@ from pydicom.uid import MediaStorageDirectoryStorage, SegmentationStorage
 
 from lvmmed.data import deid
 from lvmmed.data.readers.dicom import dicomdir_files, walk_files
-from lvmmed.data.readers.dicom_file import _identity, read_dataset
+from lvmmed.data.readers.dicom_file import identity_fields, read_dataset
 from lvmmed.data.readers.record import ReaderError
 
 from .engine import SkipInput, Task
@@ -85,7 +85,7 @@ def plan_dicom(
         uid = str(ds.get("SeriesInstanceUID") or f"file:{rel}")
         series[uid].append(file)
         if uid not in header:
-            ident = _identity(ds)
+            ident = identity_fields(ds)
             volume_source = SimpleNamespace(identity={**ident, "instance_uid": ""}, meta={"source": uid})
             header[uid] = {
                 "modality": str(ds.get("Modality", "") or "OT").upper(),

@@ -21,6 +21,7 @@ import numpy as np
 from lvmmed.data.readers.images import IMAGE_EXTENSIONS
 
 from .engine import Task
+from .plan_volumes import axis_tasks, prepared_volume
 from .records_to_samples import pseudonym, record_samples
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -106,8 +107,11 @@ def plan_nifti(src: Path, cfg: dict[str, Any], labels: dict | None = None) -> tu
         params = {"patient": patient, "volume": pseudonym("file:" + rel, cfg),
                   "label_path": str(pairs[f]) if pairs[f] else None}  # fmt: skip
         groups = _slab_groups(f, params["volume"], cfg) if cfg.get("split_unit") == "slab" else [patient]
-        tasks.append(Task(i, "data_prep.plan_files:process_nifti", rel, [str(f)], groups, params))
-        label_of[i] = _label_of(f, labels, cfg)
+        label = _label_of(f, labels, cfg)
+        for task in axis_tasks(len(tasks), i, "data_prep.plan_files:process_nifti", rel, [str(f)], groups, params,
+                               list(cfg["axes"]), len(images)):  # fmt: skip
+            tasks.append(task)
+            label_of[task.index] = label
     names = _finish(tasks, label_of)
     mask_labels = list(cfg.get("mask_labels") or []) or None
     return tasks, [], {"modality": cfg.get("modality") or "OT", "label_names": names, "mask_labels": mask_labels}
@@ -131,11 +135,14 @@ def process_nifti(task: Task, cfg: dict[str, Any]) -> list:
     from lvmmed.data.readers import read_nifti
 
     p = task.params
-    record = read_nifti(task.paths[0], p["label_path"], modality=cfg.get("modality") or "OT")
+    modality = cfg.get("modality") or "OT"
+    record, normalized = prepared_volume(task, cfg, modality, lambda: read_nifti(task.paths[0], p["label_path"],
+                                                                                  modality=modality))  # fmt: skip
     base = _base(task, cfg)
     if record.mask is not None and not cfg.get("mask_labels"):
         base["mask_labels"] = None
-    return record_samples(record, cfg, base, f"i{task.index:06d}", task.splits)
+    prefix = f"i{p.get('source_index', task.index):06d}"
+    return record_samples(record, cfg, base, prefix, task.splits, p.get("axes"), normalized)
 
 
 def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +150,7 @@ def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset": cfg["name"], "organ": cfg.get("organ", ""), "center": cfg.get("center") or cfg["name"],
         "patient": p["patient"], "volume": p["volume"], "group": p["patient"], "slab_prefix": p["volume"],
-        "source_index": task.index, "label": p.get("label"), "label_name": p.get("label_name"),
+        "source_index": p.get("source_index", task.index), "label": p.get("label"), "label_name": p.get("label_name"),
         "mask_labels": list(cfg.get("mask_labels") or []) or None,
     }  # fmt: skip
 

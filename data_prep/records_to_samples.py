@@ -25,14 +25,19 @@ def _salt(salt_file: str) -> str:
     return deid.load_salt(salt_file or None)
 
 
+def _cfg_salt(cfg: dict[str, Any]) -> str:
+    """``cfg["public_salt"]`` (bundled public data only: a fixed, documented salt) or the private machine salt."""
+    return str(cfg.get("public_salt") or "") or _salt(str(cfg.get("salt_file", "")))
+
+
 def pseudonym(value: str, cfg: dict[str, Any]) -> str:
     """Salted (HMAC-SHA256) pseudonym of an identifier; the salt never enters the config or the shards."""
-    return deid.pseudonym(value, _salt(str(cfg.get("salt_file", ""))))
+    return deid.pseudonym(value, _cfg_salt(cfg))
 
 
 def identity_hashes(record: ImageRecord, cfg: dict[str, Any]) -> dict[str, str]:
     """``{"patient", "volume"}`` pseudonyms of a record (PatientID, else name+birth date, else study/series)."""
-    return deid.identity_hashes(record, _salt(str(cfg.get("salt_file", ""))))
+    return deid.identity_hashes(record, _cfg_salt(cfg))
 
 
 def normalize(array: np.ndarray, modality: str, cfg: dict[str, Any]) -> tuple[np.ndarray, list[float]]:
@@ -68,8 +73,20 @@ def slices(record: ImageRecord, cfg: dict[str, Any], axes: list[int] | None = No
         yield item
 
 
+def normalize_record(record: ImageRecord, cfg: dict[str, Any], modality: str) -> tuple[ImageRecord, list[float]]:
+    """The record scaled to [0, 1] (:func:`normalize`) and its window; slicing tasks of one volume share it."""
+    array, window = normalize(record.array, modality, cfg)
+    return ImageRecord(array, record.kind, record.meta, {}, mask=record.mask), window
+
+
 def record_samples(
-    record: ImageRecord, cfg: dict[str, Any], base_meta: dict[str, Any], key_prefix: str, split: str | dict[str, str]
+    record: ImageRecord,
+    cfg: dict[str, Any],
+    base_meta: dict[str, Any],
+    key_prefix: str,
+    split: str | dict[str, str],
+    axes: list[int] | None = None,
+    normalized: tuple[ImageRecord, list[float]] | None = None,
 ) -> list[EncodedSample]:
     """Normalises, slices, resizes and encodes one record.
 
@@ -80,13 +97,14 @@ def record_samples(
         key_prefix: Unique, dot-free prefix of the sample keys.
         split: The split of every sample, or ``{group: split}`` looked up with the sample's group. With
             ``split_unit=slab`` the group of a volume slice is ``<slab_prefix or volume>-a<axis>-slab<k>``.
+        axes: Volume axes of this task (default ``cfg["axes"]``; a volume is sliced by one task per axis).
+        normalized: :func:`normalize_record` output already computed for ``record`` (shared between tasks).
     """
     modality = str(base_meta.get("modality") or record.meta.get("modality") or "OT")
-    array, window = normalize(record.array, modality, cfg)
-    normalized = ImageRecord(array, record.kind, record.meta, {}, mask=record.mask)
+    normalized, window = normalized or normalize_record(record, cfg, modality)
     size = int(cfg["image_size"])
     out = []
-    for item in slices(normalized, cfg):
+    for item in slices(normalized, cfg, axes):
         image = apply_channels(item.image2d, cfg["channels"])
         side = size or image.shape[0]
         spacing = item.spacing2d
@@ -101,5 +119,5 @@ def record_samples(
         key = f"{key_prefix}_a{'n' if item.axis is None else item.axis}_s{item.index:05d}"
         mask = None if item.mask2d is None else resize(item.mask2d, size, is_mask=True)
         s = split if isinstance(split, str) else split[str(meta["group"])]
-        out.append(make_sample(key, s, resize(image, size), meta, mask))
+        out.append(make_sample(key, s, resize(image, size), meta, mask, encoding=cfg.get("encoding", "npy")))
     return out

@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lvmmed.data.shards import META_FIELDS, SPLITS, ShardFormatError, decode_npy, load_manifest, sha256_file
+from lvmmed.data.shards import (
+    META_FIELDS,
+    SPLITS,
+    ShardFormatError,
+    decode_image,
+    decode_sample,
+    load_manifest,
+    sha256_file,
+)
 
 from .safety import UnsafeArchiveError, check_member_name
 
-MEMBER_EXTS = ("image.npy", "mask.npy", "meta.json")
+MEMBER_EXTS = ("image.npy", "image.png", "mask.npy", "mask.png", "meta.json")
 
 
 @dataclass
@@ -82,12 +90,12 @@ def _check_sample(key: str, members: dict[str, bytes], split: str, where: str) -
     extra = sorted(set(members) - set(MEMBER_EXTS))
     if extra:
         problems.append(f"{where}: sample {key} has unexpected members {extra} (only {MEMBER_EXTS} are allowed)")
-    if "image.npy" not in members or "meta.json" not in members:
-        return [*problems, f"{where}: sample {key} lacks image.npy or meta.json"]
+    if not ("image.npy" in members or "image.png" in members) or "meta.json" not in members:
+        return [*problems, f"{where}: sample {key} lacks image.npy|png or meta.json"]
     try:
-        image = decode_npy(members["image.npy"])
         meta = json.loads(members["meta.json"])
-        mask = decode_npy(members["mask.npy"]) if "mask.npy" in members else None
+        image = decode_image(members, meta)
+        mask = decode_sample({"__key__": key, **members})["mask"]
     except (ValueError, json.JSONDecodeError) as err:
         return [*problems, f"{where}: sample {key} does not decode without pickle: {err}"]
     if image.dtype.kind != "f" or image.ndim not in (2, 3):
@@ -149,6 +157,8 @@ def verify_shards(root: str | Path, deep: bool = True) -> VerifyReport:
             if n != shard["count"]:
                 report.problems.append(f"{name}: {n} samples, manifest says {shard['count']}")
     counts = manifest.data.get("counts", {})
+    if not manifest.shards or sum(manifest.count(split) for split in SPLITS) == 0:
+        report.problems.append("the set is empty (no shards or no samples): a conversion that wrote nothing")
     for split in SPLITS:
         if counts.get(split, 0) != manifest.count(split):
             report.problems.append(f"counts[{split}]={counts.get(split)} but shards sum to {manifest.count(split)}")
@@ -178,7 +188,8 @@ def inspect_shards(root: str | Path, n_samples: int = 3) -> str:
         for key, members in iter_tar_samples(manifest.root / shard["name"]):
             meta = json.loads(members["meta.json"])
             labels[(shard["split"], meta.get("label_name"), meta.get("modality"))] += 1
-            shapes[tuple(decode_npy(members["image.npy"]).shape) + (("mask",) if "mask.npy" in members else ())] += 1
+            image = decode_image(members, meta)
+            shapes[tuple(image.shape) + (("mask",) if {"mask.npy", "mask.png"} & set(members) else ())] += 1
             if len(examples) < n_samples:
                 examples.append({"key": key, **meta})
     lines.append("  split / label / modality:")

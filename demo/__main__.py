@@ -12,7 +12,11 @@ from lvmmed.config import ConfigError, load_config
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``--out`` and ``DemoConfig`` overrides, runs the demo; 0 when the report was written."""
-    parser = argparse.ArgumentParser(prog="python -m demo", description=run.__doc__.split("\n\n")[0])
+    from lvmmed.errors import EXIT_CODES_HELP
+
+    parser = argparse.ArgumentParser(
+        prog="python -m demo", description=run.__doc__.split("\n\n")[0], epilog=EXIT_CODES_HELP
+    )
     parser.add_argument("--out", type=Path, default=Path(run.DEFAULT_OUT), help="output directory (resumable)")
     parser.add_argument("overrides", nargs="*", help="DemoConfig key=value overrides, e.g. pretrain_steps=100")
     args = parser.parse_args(argv)
@@ -25,4 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lvmmed.errors import run_cli
+
+    raise SystemExit(run_cli(main, prog="python -m demo"))

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from downstream.tuning import TuningConfig
 from lvmmed.config import check_choice
 
-SPLIT_MODES = ("shard", "group", "random")
+SPLIT_MODES = ("shard", "group", "random", "official")
+TASK_KINDS = ("auto", "classification", "multilabel", "segmentation")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
@@ -223,6 +224,9 @@ class GMoEConfig:
         balance_weight: Weight of the Switch-style load-balancing loss K·Σ_k f_k·P_k.
         expert_input: ``medical`` (experts read the medical stream) or ``sum`` (medical + general hidden states,
             same width required).
+        form: ``medical`` (every expert reads the medical stream; the gate sees both) or ``dual`` (medical experts
+            on the medical stream, general experts on the general stream, the gate mixes both families' outputs;
+            :class:`downstream.methods.gmoe.DualStreamGMoE`).
         lr: Lr of experts and gates.
     """
 
@@ -233,10 +237,12 @@ class GMoEConfig:
     reduction: int = 8
     balance_weight: float = 0.01
     expert_input: str = "medical"
+    form: str = "medical"
     lr: float = 0.1
 
     def __post_init__(self) -> None:
         check_choice(self.expert_input, ("medical", "sum"), "gmoe.expert_input")
+        check_choice(self.form, ("medical", "dual"), "gmoe.form")
         if self.num_experts < 1 or not 0 <= self.top_k <= self.num_experts:
             raise ValueError("gmoe needs num_experts >= 1 and 0 <= top_k <= num_experts")
 
@@ -246,22 +252,34 @@ class DownstreamConfig:
     """One downstream cell.
 
     Attributes:
-        task: Task name (:mod:`downstream.tasks`), e.g. ``tissue``, ``tissue_ood``, ``modality``, ``region``.
-        method: Registry key (:mod:`downstream.registry`).
+        task: A bundled task (:mod:`downstream.tasks`: ``tissue``, ``tissue_ood``, ``modality``, ``region``,
+            ``color2d``) or any shard set, ``shards:<dir>`` (:mod:`downstream.shard_tasks`).
+        task_kind: For ``shards:`` tasks: ``auto`` (from the samples), ``classification``, ``multilabel`` or
+            ``segmentation``.
+        ood_shards: For ``shards:`` tasks: another shard set (same classes) used as the OOD test set.
+        ood_center: For ``shards:`` tasks: a ``meta.center`` held out of train/val/test as the OOD test set.
+        method: Method key (:mod:`downstream.registry`).
         weights: ``random``, an export dir / weight file (lvmmed.weights), or a published source.
         weights_name: Alias of the weights in results ("" = ``weights``).
-        backbone / in_chans / img_size: Passed to ``lvmmed.create_backbone``.
+        backbone / in_chans / img_size: Passed to ``lvmmed.create_backbone``; task images are resized and
+            channel-matched to them (:mod:`downstream.inputs`). The defaults fit a 2-D shard set (224 px).
         seed: Seed of this run (splits subsampling, init, batches).
         seeds: Seeds for ``python -m downstream`` loops (each one a run); ``run_experiment`` uses ``seed``.
         shot: k-shot per class of the training split (0 = off).
         fraction: Fraction of the training split (1.0 = all).
         split_mode: ``shard`` (the shard set's group-based split), ``group`` (re-split by group with ``seed``),
-            ``random`` (image-level, for the patient-leak comparison).
+            ``random`` (image-level, for the patient-leak comparison), ``official`` (the release's split kept in
+            ``meta.official_split``; ``shards:`` tasks).
         data_root: Directory holding the shard sets (``<data_root>/<set name>``).
-        patch_size / patch_stride / max_per_class: Patch extraction of patch tasks.
-        norm_mean / norm_std: Input normalisation (after [0, 1] scaling, before prompts).
-        norm_from_weights: When ``weights`` is an lvmmed export that records ``input_mean``/``input_std`` in its
-            ``config.json``, use those instead of ``norm_mean``/``norm_std`` (the backbone was trained with them).
+        patch_size / patch_stride / max_per_class: Patch extraction of the bundled patch tasks (``max_per_class``
+            also caps the bundled image tasks; ``shards:`` tasks keep every sample).
+        norm_mean / norm_std: Input normalisation (after [0, 1] scaling, before prompts) of random-init runs.
+        norm_from_weights: Run the weights at their own settings (:func:`downstream.inputs.weight_settings`): an
+            lvmmed export's recorded ``input_mean``/``input_std``; ImageNet statistics and 3 channels for
+            published LVM-Med files and ``torchvision:``/``timm:`` files; and for the published files their
+            architecture and input size (``lvmmed-resnet50``: 224 px, ``lvmmed-vitb``: 1024 px).
+        max_img_size: On a CPU device, a run whose input is larger than this stops before loading data, with a cost
+            estimate in the message (0 disables the guard). Inputs above 224 px always print the estimate.
         augment: Random flips during SGD training.
         bootstrap: Bootstrap resamples for the 95% CI over test samples.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
@@ -269,12 +287,15 @@ class DownstreamConfig:
     """
 
     task: str = "tissue"
+    task_kind: str = "auto"
+    ood_shards: str = ""
+    ood_center: str = ""
     method: str = "linear"
     weights: str = "random"
     weights_name: str = ""
     backbone: str = "vit_tiny"
     in_chans: int = 1
-    img_size: int = 32
+    img_size: int = 224
     seed: int = 0
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     shot: int = 0
@@ -290,6 +311,7 @@ class DownstreamConfig:
     norm_mean: float = 0.5
     norm_std: float = 0.25
     norm_from_weights: bool = True
+    max_img_size: int = 512
     augment: bool = False
     bootstrap: int = 1000
     device: str = "auto"
@@ -310,6 +332,7 @@ class DownstreamConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.split_mode, SPLIT_MODES, "split_mode")
+        check_choice(self.task_kind, TASK_KINDS, "task_kind")
         check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         if self.shot < 0 or not 0.0 < self.fraction <= 1.0:
             raise ValueError("shot must be >= 0 and fraction in (0, 1]")

@@ -158,6 +158,8 @@ def build_method(key: str, backbone: nn.Module, num_classes: int, cfg: Any) -> M
         cfg: The run config (``DownstreamConfig`` for classification); methods read their sub-config.
     """
     cls = get_method_class(key)
+    variant = getattr(cls, "variant", None)  # a class may pick a variant from the config (gmoe.form=dual)
+    cls = variant(cfg) if variant is not None else cls
     return cls(backbone, num_classes, cfg, key=key)
 
 

@@ -1,15 +1,15 @@
-"""What every downstream run does around its body: seeds, device, input normalisation, the recorded result.
+"""What every downstream run does around its body: seeds, device, the recorded result.
 
 :func:`recorded_run` is the one preamble and epilogue of ``run_experiment`` (classification) and
-``run_segmentation``: it applies the weights' recorded normalisation, writes the resolved ``config.yaml``, runs the
-body, records a failure instead of raising (``status="failed"``, ``error``, traceback in ``error.txt``; a
-benchmark matrix keeps going), and writes ``result.json`` (atomically) and a one-row ``result.csv``.
+``run_segmentation``: it applies the weights' own input settings (:func:`downstream.inputs.apply_weight_settings`),
+writes the resolved ``config.yaml``, runs the body, records a failure instead of raising (``status="failed"``,
+``error``, traceback in ``error.txt``; a benchmark matrix keeps going), and writes ``result.json`` (atomically) and
+a one-row ``result.csv``.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from downstream.inputs import apply_weight_settings
 from lvmmed.config import save_config, to_dict
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,6 @@ def machine_info() -> dict[str, Any]:
     """Python/torch versions, CPU count, threads and CUDA availability (recorded with segmentation results)."""
     return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}  # fmt: skip
-
-
-def with_weight_normalisation(cfg: Any) -> Any:
-    """Returns ``cfg`` with the export's recorded input normalisation when ``cfg.norm_from_weights`` is set."""
-    from lvmmed.weights import export_normalisation
-
-    stats = export_normalisation(cfg.weights) if cfg.norm_from_weights else None
-    if stats is None or stats == (cfg.norm_mean, cfg.norm_std):
-        return cfg
-    log.info("using the input normalisation recorded by %s: mean=%.3f std=%.3f", cfg.weights, *stats)
-    return dataclasses.replace(cfg, norm_mean=stats[0], norm_std=stats[1])
 
 
 def json_default(obj: Any) -> Any:
@@ -103,7 +93,7 @@ def recorded_run(
         ``{**header, status ("ok" | "failed"), error, output_dir, **body(...), seconds, config}``.
     """
     start = time.perf_counter()
-    cfg = with_weight_normalisation(cfg)
+    cfg = apply_weight_settings(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")

@@ -6,6 +6,8 @@
   round(1/test_frac) folds, then val = one fold of the rest), i.e. patient-grouped splits (Med-VTAB patient-ID
   protocol). Never leaks a group.
 * ``random``: image-level stratified split, ignoring groups (only to measure what grouping changes).
+* ``official``: the release's own split (``meta.official_split``, kept by data_prep); when the release has no
+  val split, val is one group-wise fold of its train split (seeded), so no patient crosses splits either.
 
 Subsets of the training split: k-shot per class (CoOp convention: k samples of every class drawn with the seed;
 classes with fewer samples keep all of them) or a stratified fraction (at least one sample per class; the
@@ -60,6 +62,27 @@ def group_splits(labels: np.ndarray, groups: np.ndarray, seed: int, val_frac: fl
     return {"train": np.sort(idx[rest][sub_rest]), "val": np.sort(idx[rest][sub_val]), "test": np.sort(test)}
 
 
+def official_splits(official: np.ndarray, labels: np.ndarray, groups: np.ndarray, seed: int,
+                    val_frac: float) -> dict[str, np.ndarray]:  # fmt: skip
+    """Splits from the per-sample official split names; val carved from train by group when absent."""
+    official = np.asarray(official).astype(str)
+    if not (official != "").any():
+        raise ValueError(
+            "split_mode=official needs meta.official_split (convert the release with split_method=official)"
+        )
+    unknown = sorted(set(official) - {*SPLIT_NAMES, ""})
+    if unknown:
+        raise ValueError(f"official splits must be train/val/test, got {unknown}")
+    splits = shard_splits(official)
+    if len(splits["test"]) == 0:
+        raise ValueError("the official split has no test samples")
+    if len(splits["val"]) == 0 and len(np.unique(groups[splits["train"]])) >= 2:
+        train = splits["train"]
+        rest, held = _one_fold(labels[train], groups[train], val_frac / max(1.0 - val_frac, 1e-6), seed)
+        splits["train"], splits["val"] = np.sort(train[rest]), np.sort(train[held])
+    return splits
+
+
 def subsample_train(train: np.ndarray, labels: np.ndarray, seed: int, shot: int = 0,
                     fraction: float = 1.0) -> np.ndarray:  # fmt: skip
     """k-shot per class (``shot`` > 0) or a stratified ``fraction`` of the training indices."""
@@ -86,8 +109,11 @@ def check_no_leak(splits: dict[str, np.ndarray], groups: np.ndarray) -> None:
 
 def make_splits(labels: np.ndarray, groups: np.ndarray, shard_split: np.ndarray, mode: str, seed: int,
                 val_frac: float = 0.15, test_frac: float = 0.25, shot: int = 0,
-                fraction: float = 1.0) -> dict[str, np.ndarray]:  # fmt: skip
+                fraction: float = 1.0, official: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """Train/val/test indices of one run (the train split already reduced to ``shot`` / ``fraction``).
+
+    ``labels`` are the stratification labels (one integer per sample); ``official`` the per-sample official split
+    names (``split_mode=official``).
 
     Raises:
         SplitLeakError: A grouped mode produced a split that shares a group (never expected).
@@ -95,6 +121,10 @@ def make_splits(labels: np.ndarray, groups: np.ndarray, shard_split: np.ndarray,
     """
     if mode == "shard":
         splits = shard_splits(shard_split)
+    elif mode == "official":
+        if official is None:
+            raise ValueError("split_mode=official needs a task with meta.official_split (a shards:<dir> task)")
+        splits = official_splits(official, labels, groups, seed, val_frac)
     elif mode in ("group", "random"):
         splits = group_splits(labels, groups, seed, val_frac, test_frac, grouped=mode == "group")
     else:

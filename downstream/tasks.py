@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import load_arrays, load_manifest
 
 
@@ -50,15 +51,32 @@ class TaskData:
     class_names: list[str]
     ood: TaskData | None = None
     notes: str = ""
+    kind: str = "classification"
+    official: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def multilabel(self) -> bool:
+        """True when ``labels`` is an (N, C) multi-hot matrix."""
+        return self.kind == "multilabel"
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One integer per sample for stratified splits and k-shot: the class, or for multi-label the first
+        positive label (C when none is positive)."""
+        if not self.multilabel:
+            return self.labels
+        positive = self.labels > 0.5
+        return np.where(positive.any(1), positive.argmax(1), self.labels.shape[1]).astype(np.int64)
+
     def subset(self, index: np.ndarray, name: str | None = None) -> TaskData:
         return TaskData(
             name or self.name, self.source, self.images[index], self.labels[index], self.groups[index],
-            self.centers[index], self.splits[index], self.class_names, None, self.notes,
+            self.centers[index], self.splits[index], self.class_names, None, self.notes, self.kind,
+            None if self.official is None else self.official[index],
         )  # fmt: skip
 
 
@@ -84,6 +102,8 @@ class TaskSpec:
 
 
 def _set_dir(data_root: str | Path, shard_set: str) -> Path:
+    if is_remote(str(data_root)):  # https://, s3://, gs://: the manifest is read (and checked) by load_manifest
+        return f"{str(data_root).rstrip('/')}/{shard_set}"  # type: ignore[return-value]
     root = Path(data_root) / shard_set
     if not (root / "manifest.json").is_file():
         raise TaskDataError(
@@ -225,4 +245,4 @@ def load_task(name: str, data_root: str | Path, patch_size: int = 16, patch_stri
         KeyError: Unknown task.
     """
     pp = PatchParams(int(patch_size), int(patch_stride), int(max_per_class))
-    return _load_cached(name, str(Path(data_root).resolve()), pp)
+    return _load_cached(name, str(data_root) if is_remote(str(data_root)) else str(Path(data_root).resolve()), pp)

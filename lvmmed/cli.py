@@ -30,7 +30,9 @@ def usage() -> str:
     width = max(len(s) for s in STAGES)
     lines = ["usage: lvmmed <stage> [args ...]", "", "stages:"]
     lines += [f"  {name:<{width}}  {help_text}  (python -m {module})" for name, (module, help_text) in STAGES.items()]
-    lines += ["", "Run `lvmmed <stage> --help` for a stage's own options."]
+    from lvmmed.errors import EXIT_CODES_HELP
+
+    lines += ["", "Run `lvmmed <stage> --help` for a stage's own options.", "", EXIT_CODES_HELP]
     return "\n".join(lines)
 
 

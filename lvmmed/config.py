@@ -35,11 +35,15 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from lvmmed.errors import EXIT_CODES_HELP, UsageError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override does not match the schema (unknown key, wrong type, bad value)."""
+class ConfigError(UsageError, ValueError):
+    """A config file or override does not match the schema (unknown key, wrong type, bad value); exit status 2."""
+
+    default_fix = "fix the key or value (--print-config shows the resolved config, --help the syntax)"
 
 
 def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
@@ -80,11 +84,30 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"Invalid value for '{key}' in {source}: {err.msg if hasattr(err, 'msg') else err}") from None
 
 
-def _parse_overrides(overrides: Sequence[str]) -> list[str]:
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """``key=value`` strings -> one DictConfig. Values are YAML scalars/lists; a value YAML cannot parse
+    (an unquoted glob such as ``exclude_glob=*_seg.nii.gz``, where ``*`` starts a YAML alias) is kept as the
+    plain string it was typed as."""
+    merged = OmegaConf.create()
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"Override '{item}' is not of the form key=value (for example max_steps=20).")
-    return list(overrides)
+        key, _, value = item.partition("=")
+        if any(not part for part in key.split(".")):
+            raise ConfigError(f"Override '{item}' has an empty key part (expected dotted.key=value).")
+        try:
+            parsed = OmegaConf.from_dotlist([item])
+        except Exception:  # yaml ScannerError/ParserError or OmegaConf grammar errors: keep the text verbatim
+            node: Any = value
+            for part in reversed(key.split(".")):
+                node = {part: node}
+            parsed = OmegaConf.create(node)
+        merged = OmegaConf.merge(merged, parsed)
+    return merged  # type: ignore[return-value]
+
+
+def _first_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -110,12 +133,15 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Config file not found: {path}")
-        loaded = OmegaConf.load(path)
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError (scanner/parser), UnicodeDecodeError, OSError
+            raise ConfigError(f"{path} is not valid YAML: {_first_line(err)}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path} must hold a mapping at the top level")
         cfg = _merge(cfg, loaded, str(path))
     if overrides:
-        cfg = _merge(cfg, OmegaConf.from_dotlist(_parse_overrides(overrides)), "command-line overrides")
+        cfg = _merge(cfg, _parse_overrides(overrides), "command-line overrides")
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
@@ -165,7 +191,8 @@ def parse_args(
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog="Overrides are dotted key=value pairs, e.g. output_dir=/tmp/x max_steps=20. Unknown keys are errors.",
+        epilog="Overrides are dotted key=value pairs, e.g. output_dir=/tmp/x max_steps=20. Unknown keys are errors. "
+        + EXIT_CODES_HELP,
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML config file")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

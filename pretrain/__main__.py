@@ -7,8 +7,10 @@ Two CPU processes (gloo DDP; ``accelerate launch --cpu --num_processes 2`` silen
 
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 -m pretrain --config ...
 
-Read top to bottom: config -> Accelerator -> model/optimiser -> data stream -> resume -> loop (accumulate, clip,
-non-finite guard, step) -> logging -> atomic checkpoints -> export. The loop never computes loss terms: the
+Read top to bottom, in named steps as dinov2 separates setup from ``do_train``: :func:`setup` (config, Accelerator,
+run directory) -> :func:`build` (model/optimiser, data stream, validated resume) -> :func:`train_loop` (each
+:func:`optimizer_step` accumulates, clips, guards non-finite values and steps; logging; atomic checkpoints) ->
+:func:`finish` (final checkpoint, data-quality verdict, export). The loop never computes loss terms: the
 meta-architecture (``pretrain.meta_arch``) combines backbone, projector and loss.
 """
 
@@ -19,6 +21,9 @@ import json
 import logging
 import math
 import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +33,9 @@ from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
 from lvmmed.config import parse_args, save_config, to_dict, to_yaml
-from lvmmed.data.pipeline import StreamPosition, TwoViewStream, build_loader, resolve_shard_sets
-from pretrain.checkpoint import read_trainer_state, resolve_resume, save_checkpoint
+from lvmmed.data.pipeline import DataQualityError, StreamPosition, TwoViewStream, build_loader, resolve_shard_sets
+from lvmmed.errors import CheckpointError, LvmmedError, output_error, run_cli
+from pretrain.checkpoint import CHECKPOINT_PATTERN, read_trainer_state, resolve_resume, save_checkpoint
 from pretrain.config import PretrainConfig
 from pretrain.export import export_backbone
 from pretrain.logging_utils import MetricsCSV, WindowMeter
@@ -39,8 +45,10 @@ from pretrain.optim import build_optimizer, lr_at, peak_lr, set_lr
 log = logging.getLogger("pretrain")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Too many optimiser steps in a row had a non-finite loss or gradient."""
+class NonFiniteLossError(LvmmedError, FloatingPointError):
+    """Too many optimiser steps in a row had a non-finite loss or gradient (exit 1)."""
+
+    default_fix = "lower optim.lr, raise optim.clip_grad_norm or use mixed_precision=no"
 
 
 def resolve_precision(choice: str) -> str:
@@ -69,8 +77,37 @@ def write_process_info(accelerator: Accelerator, out: Path) -> None:
     (folder / f"rank{accelerator.process_index}.json").write_text(json.dumps(info))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    cfg = parse_args(PretrainConfig, argv, prog="python -m pretrain", description=__doc__.split("\n")[0])
+@dataclass
+class Run:
+    """What setup gives every later step: the config, the Accelerator and this process's place in the world."""
+
+    cfg: PretrainConfig
+    accelerator: Accelerator
+    out: Path
+    rank: int
+    world: int
+
+
+@dataclass
+class TrainState:
+    """Model, optimiser, data stream and counters: everything the loop changes and a checkpoint saves."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: TwoViewStream
+    position: StreamPosition
+    lr_peak: float
+    trainer: dict[str, int] = field(
+        default_factory=lambda: {"step": 0, "nonfinite_total": 0, "nonfinite_in_a_row": 0, "images_seen": 0}
+    )
+    resumed_from: Path | None = None
+    data_quality: dict[int, dict[str, Any]] = field(default_factory=dict)  # per worker: skipped, seen, errors
+    info: dict[str, float] = field(default_factory=dict)
+    epoch: int = 0  # of the last batch
+
+
+def setup(cfg: PretrainConfig) -> Run:
+    """The Accelerator (precision, trackers, DDP options), logging and the run directory."""
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=resolve_precision(cfg.mixed_precision),
@@ -82,144 +119,197 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    rank, world = accelerator.process_index, accelerator.num_processes
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise (output_error(err, "output_dir") or err) from err
+    run = Run(cfg, accelerator, out, accelerator.process_index, accelerator.num_processes)
     write_process_info(accelerator, out)
+    return run
 
-    # Model and optimiser: identical initialisation on every rank, then per-rank RNG streams.
+
+def build(run: Run) -> TrainState:
+    """Model and optimiser (identical init on every rank), this rank's data stream, then resume if asked."""
+    cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.seed)
     model = SSLMetaArch.from_config(cfg)
-    accum = cfg.optim.grad_accum_steps
-    lr_peak = peak_lr(cfg.optim, cfg.data.batch_size * world * accum)
+    lr_peak = peak_lr(cfg.optim, cfg.data.batch_size * run.world * cfg.optim.grad_accum_steps)
     optimizer = build_optimizer(model, cfg.optim, lr_peak)
     model, optimizer = accelerator.prepare(model, optimizer)
     set_seed(cfg.seed, device_specific=True)
-
-    # Data: an endless, exactly-resumable stream for this rank (not prepared by Accelerate: we split it ourselves).
+    # An endless, exactly-resumable stream for this rank (not prepared by Accelerate: we split it ourselves).
     stream = TwoViewStream(
-        resolve_shard_sets(cfg.data), cfg.data, cfg.augment, cfg.model.in_chans, cfg.seed, rank=rank, world_size=world
+        resolve_shard_sets(cfg.data), cfg.data, cfg.augment, cfg.model.in_chans, cfg.seed, run.rank, run.world
     )
-    position = StreamPosition(cfg.data.num_workers)
-    trainer = {"step": 0, "nonfinite_total": 0, "nonfinite_in_a_row": 0, "images_seen": 0}
-
-    checkpoint = resolve_resume(cfg.resume, out)
+    state = TrainState(model, optimizer, stream, StreamPosition(cfg.data.num_workers), lr_peak)
+    checkpoint = resolve_resume(cfg.resume, run.out)  # validated: files present, sizes and hashes as written
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))  # model, optimiser, scaler and every RNG of this rank
+        try:
+            accelerator.load_state(str(checkpoint))  # model, optimiser, scaler and every RNG of this rank
+        except Exception as err:  # broad on purpose: Accelerate/torch raise many types for a bad state
+            raise CheckpointError(
+                f"{checkpoint} passed validation but could not be loaded into this model: {type(err).__name__}: "
+                f"{str(err)[:300]}",
+                fix="resume with the config that wrote it, or resume=never",
+            ) from err
         prior = read_trainer_state(checkpoint)
-        if prior["world_size"] != world:
-            raise RuntimeError(f"{checkpoint} was written by {prior['world_size']} processes, now {world}")
-        trainer = {k: prior[k] for k in trainer}
-        position.load_state_dict(prior["data_positions"][rank])
-        log.info("resumed from %s at step %d", checkpoint, trainer["step"])
-    position.apply(stream, stream.batches_per_worker)
+        if prior["world_size"] != run.world:
+            raise CheckpointError(
+                f"{checkpoint} was written by {prior['world_size']} processes, now {run.world}",
+                fix=f"launch {prior['world_size']} processes, or resume=never",
+            )
+        state.trainer = {k: prior[k] for k in state.trainer}
+        state.position.load_state_dict(prior["data_positions"][run.rank])
+        state.resumed_from = checkpoint
+        log.info("resumed from %s at step %d", checkpoint, state.trainer["step"])
+    state.position.apply(stream, stream.batches_per_worker)
+    return state
 
+
+def optimizer_step(run: Run, state: TrainState, loader: Iterator[dict[str, Any]]) -> tuple[bool, Any, float]:
+    """One optimiser step: accumulate micro-batches, clip, skip the update when anything is non-finite.
+
+    Returns ``(finite, grad_norm, lr)``; raises :class:`NonFiniteLossError` after too many skips in a row.
+    """
+    cfg, accelerator, model, trainer = run.cfg, run.accelerator, state.model, state.trainer
+    step, accum = trainer["step"], cfg.optim.grad_accum_steps
+    lr = lr_at(step, cfg.max_steps, state.lr_peak, cfg.optim)
+    set_lr(state.optimizer, lr)
+    buffers = accelerator.unwrap_model(model).snapshot_buffers()
+    losses = []
+    for micro in range(accum):
+        batch = next(loader)
+        state.position.update(batch)
+        state.epoch = int(batch["epoch"])
+        state.data_quality[int(batch["worker"])] = {
+            "skipped": int(batch["skipped"]),
+            "seen": int(batch["seen"]),
+            "errors": list(batch.get("skip_errors", [])),
+        }
+        view0 = batch["view0"].to(accelerator.device, non_blocking=True)
+        view1 = batch["view1"].to(accelerator.device, non_blocking=True)
+        sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+        with sync:
+            loss, state.info = model(view0, view1)
+            accelerator.backward(loss / accum)
+        losses.append(loss.detach())
+    clip = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else float("inf")
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
+    finite = torch.isfinite(torch.stack(losses)).all() & torch.isfinite(torch.as_tensor(grad_norm))
+    finite = bool(accelerator.reduce(finite.float().to(accelerator.device), reduction="sum") == run.world)
+    if finite:
+        state.optimizer.step()
+        trainer["nonfinite_in_a_row"] = 0
+    else:  # skip: no update, and BatchNorm statistics back to their state before this step
+        accelerator.unwrap_model(model).restore_buffers(buffers)
+        trainer["nonfinite_total"] += 1
+        trainer["nonfinite_in_a_row"] += 1
+        failed = nonfinite_terms(state.info) or ["grad_norm"]
+        log.warning(
+            "step %d: non-finite %s on rank %d; step skipped (%d in a row, %d total)",
+            step, failed, run.rank, trainer["nonfinite_in_a_row"], trainer["nonfinite_total"],
+        )  # fmt: skip
+        if trainer["nonfinite_in_a_row"] >= cfg.max_nonfinite_in_a_row:
+            raise NonFiniteLossError(
+                f"{trainer['nonfinite_in_a_row']} non-finite steps in a row at step {step} "
+                f"(terms {failed}). Lower optim.lr, raise clip or use mixed_precision=no."
+            )
+    state.optimizer.zero_grad(set_to_none=True)
+    return finite, grad_norm, lr
+
+
+def checkpoint_now(run: Run, state: TrainState) -> Path:
+    """Saves an atomic checkpoint with every rank's data position (all ranks call it)."""
+    positions = gather_object([state.position.state_dict()])
+    trainer_state = {**state.trainer, "world_size": run.world, "data_positions": positions}
+    cfg = run.cfg
+    path = save_checkpoint(run.accelerator, run.out, state.trainer["step"], trainer_state, to_yaml(cfg),
+                           cfg.keep_checkpoints)  # fmt: skip
+    return path
+
+
+def train_loop(run: Run, state: TrainState) -> Path | None:
+    """Optimiser steps until ``max_steps``, logging and checkpointing on schedule; returns the last checkpoint."""
+    cfg, accelerator, trainer = run.cfg, run.accelerator, state.trainer
     if accelerator.is_main_process:
-        save_config(cfg, out / "config.yaml")
+        save_config(cfg, run.out / "config.yaml")
         log.info("config:\n%s", to_yaml(cfg))
         log.info(
             "world size %d, batch %d x %d accum, peak lr %.3g, %d batches/worker/epoch",
-            world,
-            cfg.data.batch_size,
-            accum,
-            lr_peak,
-            stream.batches_per_worker,
-        )
+            run.world, cfg.data.batch_size, cfg.optim.grad_accum_steps, state.lr_peak, state.stream.batches_per_worker,
+        )  # fmt: skip
     if cfg.trackers:
         accelerator.init_trackers("pretrain", config=_flat(to_dict(cfg)))
-    csv_log = MetricsCSV(out / "metrics.csv", resume_step=trainer["step"]) if accelerator.is_main_process else None
-
-    saved = {"step": trainer["step"] if checkpoint else -1, "path": checkpoint}
-
-    def checkpoint_now() -> Path:
-        positions = gather_object([position.state_dict()])
-        state = {**trainer, "world_size": world, "data_positions": positions}
-        path = save_checkpoint(accelerator, out, trainer["step"], state, to_yaml(cfg), cfg.keep_checkpoints)
-        saved.update(step=trainer["step"], path=path)
-        return path
-
-    loader = iter(build_loader(stream, cfg.data.num_workers, seed=cfg.seed))
+    csv_log = MetricsCSV(run.out / "metrics.csv", resume_step=trainer["step"]) if accelerator.is_main_process else None
+    last_checkpoint = state.resumed_from
+    loader = iter(build_loader(state.stream, cfg.data.num_workers, seed=cfg.seed))
     meter = WindowMeter()
-    progress = tqdm(
-        total=cfg.max_steps,
-        initial=trainer["step"],
-        disable=not accelerator.is_local_main_process,
-        desc="pretrain",
-        dynamic_ncols=True,
-    )
-    model.train()
-    info: dict[str, float] = {}
+    images_per_step = cfg.data.batch_size * run.world * cfg.optim.grad_accum_steps
+    progress = tqdm(total=cfg.max_steps, initial=trainer["step"], disable=not accelerator.is_local_main_process,
+                    desc="pretrain", dynamic_ncols=True)  # fmt: skip
+    state.model.train()
     while trainer["step"] < cfg.max_steps:
-        step = trainer["step"]
-        lr = lr_at(step, cfg.max_steps, lr_peak, cfg.optim)
-        set_lr(optimizer, lr)
         meter.start_step()
-        buffers = accelerator.unwrap_model(model).snapshot_buffers()
-        losses = []
-        for micro in range(accum):
-            batch = next(loader)
-            position.update(batch)
-            view0 = batch["view0"].to(accelerator.device, non_blocking=True)
-            view1 = batch["view1"].to(accelerator.device, non_blocking=True)
-            if step in cfg.inject_nonfinite_steps:
-                view0 = torch.full_like(view0, float("nan"))
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-            with sync:
-                loss, info = model(view0, view1)
-                accelerator.backward(loss / accum)
-            losses.append(loss.detach())
-        clip = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else float("inf")
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), clip)
-        finite = torch.isfinite(torch.stack(losses)).all() & torch.isfinite(torch.as_tensor(grad_norm))
-        finite = bool(accelerator.reduce(finite.float().to(accelerator.device), reduction="sum") == world)
-        if finite:
-            optimizer.step()
-            trainer["nonfinite_in_a_row"] = 0
-        else:  # skip: no update, and BatchNorm statistics back to their state before this step
-            accelerator.unwrap_model(model).restore_buffers(buffers)
-            trainer["nonfinite_total"] += 1
-            trainer["nonfinite_in_a_row"] += 1
-            failed = nonfinite_terms(info) or ["grad_norm"]
-            log.warning(
-                "step %d: non-finite %s on rank %d; step skipped (%d in a row, %d total)",
-                step,
-                failed,
-                rank,
-                trainer["nonfinite_in_a_row"],
-                trainer["nonfinite_total"],
-            )
-            if trainer["nonfinite_in_a_row"] >= cfg.max_nonfinite_in_a_row:
-                raise NonFiniteLossError(
-                    f"{trainer['nonfinite_in_a_row']} non-finite steps in a row at step {step} "
-                    f"(terms {failed}). Lower optim.lr, raise clip or use mixed_precision=no."
-                )
-        optimizer.zero_grad(set_to_none=True)
+        finite, grad_norm, lr = optimizer_step(run, state, loader)
         trainer["step"] += 1
-        trainer["images_seen"] += cfg.data.batch_size * world * accum
-        meter.end_step(
-            cfg.data.batch_size * world * accum,
-            {**info, "grad_norm": float(grad_norm), "lr": lr} if finite else {"lr": lr},
-        )
+        trainer["images_seen"] += images_per_step
+        logged = {**state.info, "grad_norm": float(grad_norm), "lr": lr} if finite else {"lr": lr}
+        meter.end_step(images_per_step, logged)
         progress.update(1)
-        progress.set_postfix(loss=f"{info.get('loss', float('nan')):.4f}", refresh=False)
-
+        progress.set_postfix(loss=f"{state.info.get('loss', float('nan')):.4f}", refresh=False)
         if trainer["step"] % cfg.log_every == 0 or trainer["step"] == cfg.max_steps:
-            metrics = {
-                **meter.flush(),
-                "nonfinite_skips": float(trainer["nonfinite_total"]),
-                "data_skips": float(batch["skipped"]),
-                "epoch": float(batch["epoch"]),
-            }
+            quality = _skip_totals(state.data_quality)
+            metrics = {**meter.flush(), "nonfinite_skips": float(trainer["nonfinite_total"]),
+                       "data_skips": float(quality["skipped"]), "epoch": float(state.epoch)}  # fmt: skip
             accelerator.log(metrics, step=trainer["step"])
             if csv_log is not None:
                 csv_log.log(trainer["step"], metrics)
         if cfg.checkpoint_every and trainer["step"] % cfg.checkpoint_every == 0 and trainer["step"] < cfg.max_steps:
-            checkpoint_now()
+            last_checkpoint = checkpoint_now(run, state)
     progress.close()
+    return last_checkpoint
 
-    final = checkpoint_now() if saved["step"] != trainer["step"] else saved["path"]
+
+def _skip_totals(per_worker: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "skipped": sum(w["skipped"] for w in per_worker.values()),
+        "seen": sum(w["seen"] for w in per_worker.values()),
+        "errors": [e for w in per_worker.values() for e in w["errors"]],
+    }
+
+
+def check_data_quality(run: Run, state: TrainState) -> None:
+    """Fails the run when the skipped fraction over all ranks exceeds ``data.max_skip_fraction``, however short.
+
+    The stream's own guard waits for ``data.min_skips_to_fail`` skips so that one bad sample early on does not stop
+    a long run; at the end of a run the whole count is known, so the threshold applies as written.
+    """
+    totals = gather_object([_skip_totals(state.data_quality)])
+    skipped, seen = sum(t["skipped"] for t in totals), sum(t["seen"] for t in totals)
+    limit = run.cfg.data.max_skip_fraction
+    if seen and skipped / seen > limit:
+        errors = [e for t in totals for e in t["errors"]]
+        shards = sorted({Path(m).name for e in errors for m in re.findall(r"[^\s'\"<>,()]+\.tar\b", e)})
+        raise DataQualityError(
+            f"{skipped} of {seen} samples ({skipped / seen:.1%}) were unreadable, more than "
+            f"data.max_skip_fraction={limit:.1%}; shards with skipped samples: {', '.join(shards) or 'unknown'}; "
+            f"last error: {errors[-1][:300] if errors else 'see the warnings above'}"
+        )
+
+
+def finish(run: Run, state: TrainState, last_checkpoint: Path | None) -> dict[str, Any]:
+    """Final checkpoint, data-quality verdict, backbone export, and the run summary."""
+    cfg, accelerator, trainer = run.cfg, run.accelerator, state.trainer
+    final = last_checkpoint if last_checkpoint is not None and _step_of(last_checkpoint) == trainer["step"] else None
+    final = final or checkpoint_now(run, state)
+    check_data_quality(run, state)  # after the checkpoint (nothing is lost), before an export is published
     export_dir = None
-    if cfg.export_at_end and accelerator.is_main_process:
-        export_dir = export_backbone(accelerator.unwrap_model(model).backbone, out / "export", cfg, trainer["step"])
+    # One export per machine: the main process, and the local main of every machine that does not see the main
+    # process's files (no shared filesystem; rank files are written at start-up, long before this point).
+    seen_by_main = accelerator.is_main_process or (run.out / "processes" / "rank0.json").is_file()
+    if cfg.export_at_end and (accelerator.is_main_process or (accelerator.is_local_main_process and not seen_by_main)):
+        export_dir = export_backbone(accelerator.unwrap_model(state.model).backbone, run.out / "export", cfg,
+                                     trainer["step"])  # fmt: skip
         log.info("exported backbone to %s", export_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -228,10 +318,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "checkpoint": str(final),
         "export": str(export_dir) if export_dir else None,
         "nonfinite_total": trainer["nonfinite_total"],
-        "last_info": info,
-        "world_size": world,
-        "rank": rank,
+        "last_info": state.info,
+        "world_size": run.world,
+        "rank": run.rank,
     }
+
+
+def _step_of(checkpoint: Path) -> int:
+    match = CHECKPOINT_PATTERN.match(checkpoint.name)
+    return int(match.group(1)) if match else -1
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parses the config and runs setup -> build -> train loop -> finish; returns the run summary (raises on error).
+
+    The command line goes through :func:`cli`, which applies the error contract of :mod:`lvmmed.errors`.
+    """
+    cfg = parse_args(PretrainConfig, argv, prog="python -m pretrain", description=__doc__.split("\n")[0])
+    run = setup(cfg)
+    state = build(run)
+    last_checkpoint = train_loop(run, state)
+    return finish(run, state, last_checkpoint)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m pretrain``: :func:`main` under the error contract (one-line errors, exit 2 config / 1 failure)."""
+    return run_cli(main, argv, "python -m pretrain")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -247,4 +359,4 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -94,7 +94,6 @@ class PretrainConfig:
         log_every: Steps between metric rows (CSV + TensorBoard).
         export_at_end: Export the backbone to ``<output_dir>/export`` when training ends.
         max_nonfinite_in_a_row: Abort after this many consecutive non-finite steps (each is skipped).
-        inject_nonfinite_steps: Fault injection for tests: steps whose batch is replaced by NaNs.
         ddp_find_unused_parameters: Passed to DDP (needed only if some parameters get no gradient).
         trackers: Accelerate trackers (``tensorboard``; empty for none). The CSV is always written.
     """
@@ -109,7 +108,6 @@ class PretrainConfig:
     log_every: int = 10
     export_at_end: bool = True
     max_nonfinite_in_a_row: int = 5
-    inject_nonfinite_steps: list[int] = field(default_factory=list)
     ddp_find_unused_parameters: bool = False
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -34,3 +34,46 @@ def bundled_shards(tmp_path_factory) -> dict:
     from data_prep.bundled import build_bundled
 
     return build_bundled(tmp_path_factory.mktemp("bundled_shards"), profile="tiny", workers=1)
+
+
+@pytest.fixture
+def shard_server():
+    """``shard_server(root, cut=()) -> "http://127.0.0.1:<port>"``: serves ``root`` over loopback HTTP.
+
+    Files whose names are in ``cut`` are announced with their full length but the connection is closed after half
+    of it (a dropped connection mid-shard). Only ever binds 127.0.0.1; servers stop at teardown.
+    """
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from pathlib import Path
+
+    servers = []
+
+    def start(root, cut=()) -> str:
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                file = Path(self.translate_path(self.path))
+                if file.name not in cut or not file.is_file():
+                    return super().do_GET()
+                data = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -23,8 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report_only:
         args.remove("--report-only")
     cfg = parse_args(BenchmarkConfig, args, prog="python -m downstream.benchmark", description=__doc__)
-    if report_only:
+    try:
         cells, skipped = expand(cfg)
+    except ValueError as err:
+        print(f"python -m downstream.benchmark: error: {err}", file=sys.stderr)
+        return 2
+    if report_only:
         print(f"report: {write_report(cfg, cells, skipped)['report']}")
         return 0
     outcome = run_benchmark(cfg, progress=lambda line: print(line, flush=True))
@@ -32,4 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lvmmed.errors import run_cli
+
+    raise SystemExit(run_cli(main, prog="python -m downstream.benchmark"))

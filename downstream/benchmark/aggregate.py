@@ -53,14 +53,24 @@ def column_rank(label: str, key: str) -> tuple[int, str]:
 
 
 def headline_metric(record: dict, name: str = "auto") -> tuple[str, float | None]:
-    """``(metric_name, value)`` of a record (``auto``: first of accuracy / dice / auroc present)."""
-    metrics = (record.get("result") or {}).get("metrics") or {}
-    names = [name] if name != "auto" else list(METRIC_CANDIDATES)
+    """``(metric_name, value)`` of a record (``auto``: the run's own ``headline_metric`` (AUROC for multi-label
+    tasks), else the first of accuracy / dice / auroc present)."""
+    result = record.get("result") or {}
+    metrics = result.get("metrics") or {}
+    names = [name] if name != "auto" else [result.get("headline_metric") or METRIC_CANDIDATES[0], *METRIC_CANDIDATES]
     for candidate in names:
         value = metrics.get(candidate)
         if isinstance(value, (int, float)) and math.isfinite(float(value)):
             return candidate, float(value)
     return (name if name != "auto" else "metric"), None
+
+
+def general_stream_is_random(method_key: str, result: dict) -> bool:
+    """True for a GMoE-Adapter cell whose general stream was randomly initialised (no general weights file)."""
+    if method_key != "gmoe-adapter":
+        return False
+    general = ((result.get("config") or {}).get("gmoe") or {}).get("general_weights", "random")
+    return str(general) in ("", "random", "none")
 
 
 def ood_metric(record: dict, metric: str) -> float | None:
@@ -102,6 +112,9 @@ class Aggregate:
         self.keys: dict[str, str] = {}
         self.sweeps: dict[tuple, tuple[str, str]] = {}
         self.failures: list[dict] = []
+        self.per_class: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        self.per_class_kind: dict[str, str] = {}
+        self.random_general: set[tuple] = set()
         by_id = {c.cell_id: c for c in cells}
         self.rows: list[dict] = []
         for record in records:
@@ -135,7 +148,30 @@ class Aggregate:
             for mname, mvalue in ((record.get("result") or {}).get("metrics") or {}).items():
                 if isinstance(mvalue, (int, float)):
                     row[f"m_{mname}"] = mvalue
+            self._per_class(cell, key, record.get("result") or {})
+            if general_stream_is_random(cell.method_key, record.get("result") or {}):
+                self.random_general.add(key)
+                row["general_stream"] = "random"
             self.rows.append(row)
+
+    def _per_class(self, cell: Cell, key: tuple, result: dict) -> None:
+        """Per-label AUROC (multi-label) or per-class Dice (segmentation) of one seed."""
+        labels = (result.get("per_label") or {}).get("auroc_per_label")
+        if labels:
+            self.per_class_kind[cell.task] = "AUROC per label"
+            for label, value in labels.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.per_class[key][label][cell.seed] = float(value)
+            return
+        classes = [
+            k[len("dice_") :] for k in (result.get("metrics") or {}) if k.startswith("dice_") and k != "dice_mean"
+        ]
+        if classes:
+            self.per_class_kind[cell.task] = "Dice per class"
+            for name in classes:
+                value = result["metrics"][f"dice_{name}"]
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.per_class[key][name][cell.seed] = float(value)
 
     def metric(self, task: str) -> str:
         """Headline metric name of a task (``accuracy``, ``dice_mean``...)."""

@@ -31,10 +31,10 @@ def run_benchmark(
     run_fn: Callable[[str, list[str]], dict] | None = None,
 ) -> dict:
     """Runs the benchmark and writes the report; returns ``{counts, report, results_csv, seconds}``."""
+    cells, skipped = expand(cfg)  # unknown method keys fail here, before anything is written
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    cells, skipped = expand(cfg)
     for source in skipped:
         progress(f"weights {source.name!r} skipped: {source.reason}")
     progress(f"benchmark {cfg.name!r}: {len(cells)} cells, workers={cfg.workers}, output {out}")

@@ -133,7 +133,17 @@ def expand(cfg: BenchmarkConfig, base_dir: Path | None = None) -> tuple[list[Cel
 
     Order: task, setting, method, weights, seed; the scaling sweeps come last. Settings are the full split, then
     each k-shot, then each fraction.
+
+    Raises:
+        ValueError: An unknown method key (checked before any cell runs or any directory is written).
     """
+    from downstream.registry import resolve_key
+
+    for key in [m.key for m in cfg.methods] + [s.method for s in cfg.scaling]:
+        try:
+            resolve_key(key)
+        except KeyError as err:
+            raise ValueError(f"benchmark {cfg.name!r}: {err.args[0]}") from None
     skipped: list[SkippedSource] = []
     usable: list[WeightSpec] = []
     for spec in cfg.weights:

@@ -80,7 +80,7 @@ def _skipped_lines(skipped: list[SkippedSource]) -> list[str]:
     if not skipped:
         return []
     lines = ["**Weight sources skipped:**", ""]
-    lines += [f"- `{s.name}` ({s.source}): {s.reason}" for s in skipped]
+    lines += [f"- `{s.name}` ({s.source}): {' '.join(s.reason.split())}" for s in skipped]
     return [*lines, ""]
 
 

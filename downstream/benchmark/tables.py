@@ -25,6 +25,8 @@ def _cell_text(agg: Aggregate, key: tuple) -> str:
         text += f"<br>[{lo:.3f}, {hi:.3f}]*"
     trainable, total = agg.params.get(key, (None, None))
     text += f"<br><sub>{fmt_count(trainable)} / {fmt_count(total)} params</sub>"
+    if key in agg.random_general:
+        text += " †"
     return text
 
 
@@ -141,9 +143,35 @@ def task_tables(agg: Aggregate) -> list[str]:
                 if any(cells):
                     lines.append(f"| {spec.name} | " + " | ".join(cells) + " |")
             lines.append("")
+            if any(k in agg.random_general for k in agg.params if k[0] == task.name and k[1] == setting):
+                lines += ["† GMoE-Adapter with a randomly initialised general stream (no general weights file): "
+                          "it measures extra capacity, not medical + general weights combined.", ""]  # fmt: skip
             if any(k[0] == task.name and k[1] == setting for k in agg.ood):
                 lines += _ood_table(agg, task.name, setting, columns)
+            lines += per_class_table(agg, task.name, setting)
     return lines
+
+
+def per_class_table(agg: Aggregate, task: str, setting: str) -> list[str]:
+    """Multi-label tasks: AUROC per label; segmentation: Dice per class (mean ± std over seeds), one row per
+    weights × method."""
+    keys = sorted(k for k in agg.per_class if k[0] == task and k[1] == setting and k not in agg.sweeps)
+    if not keys:
+        return []
+    names: list[str] = []
+    for key in keys:
+        names += [n for n in agg.per_class[key] if n not in names]
+    lines = [f"#### {task} ({setting}): {agg.per_class_kind.get(task, 'per class')}", "",
+             "| weights | method | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
+    for key in keys:
+        cells = []
+        for name in names:
+            per_seed = agg.per_class[key].get(name, {})
+            mean, std = st.mean_std(list(per_seed.values())) if per_seed else (float("nan"), float("nan"))
+            cells.append(f"{fmt(mean)} ± {fmt(std)}" if per_seed else "–")
+        method = display_name(key[2], agg.keys.get(key[2], key[2]))
+        lines.append(f"| {key[3]} | {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _ood_table(agg: Aggregate, task: str, setting: str, columns: list[str]) -> list[str]:

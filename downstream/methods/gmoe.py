@@ -18,6 +18,13 @@ with every choice a ``gmoe.*`` field:
 
 ``parameter_report()["param_multiple"]`` is the total over one backbone (compare 1.35×). With one expert (or a
 top-1 gate forced onto one expert) the method reduces exactly to :class:`adapter.AdapterTuning`.
+
+``gmoe.form=dual`` (:class:`DualStreamGMoE`) is the other reading of "medical and general weights combined": each
+expert family sits on its own stream (``num_experts`` medical experts read h^m, ``num_experts`` general experts
+read h^g), and the same gate mixes the outputs of all 2K experts into the fused (medical) stream; a general
+expert's output is projected to the medical width by a zero-initialised linear map when the widths differ. The
+general stream sees the input in its own weights' normalisation (ImageNet statistics for ``timm:``/``torchvision:``
+files), re-normalised from the medical stream's.
 """
 
 from __future__ import annotations
@@ -52,6 +59,11 @@ class GMoEAdapter(HeadMethod):
     Args:
         general_backbone: Optional prebuilt general stream; built from ``cfg.gmoe`` when None.
     """
+
+    @classmethod
+    def variant(cls, cfg: Any) -> type[HeadMethod]:
+        """The class for ``cfg``: :class:`DualStreamGMoE` when ``gmoe.form=dual``."""
+        return DualStreamGMoE if getattr(cfg.gmoe, "form", "medical") == "dual" else cls
 
     def __init__(
         self,
@@ -135,3 +147,79 @@ def load_balance_loss(gate_probs: torch.Tensor) -> torch.Tensor:
     f = top.mean(dim=1)
     p = gate_probs.mean(dim=1)
     return (k * (f * p).sum(-1)).mean()
+
+
+def _renormaliser(cfg: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) mapping medical-stream inputs to the general weights' normalisation, or None if equal."""
+    from downstream.inputs import input_spec, weight_settings
+
+    general = weight_settings(cfg.gmoe.general_weights)
+    if general is None or general.mean is None:
+        return None
+    med = input_spec(cfg)
+    m_med, s_med = torch.tensor(med.mean).view(1, -1, 1, 1), torch.tensor(med.std).view(1, -1, 1, 1)
+    m_gen, s_gen = torch.tensor(general.mean).view(1, -1, 1, 1), torch.tensor(general.std).view(1, -1, 1, 1)
+    if cfg.in_chans == 1:
+        m_gen, s_gen = m_gen.mean(1, keepdim=True), s_gen.mean(1, keepdim=True)
+    # raw = x·s_med + m_med; general input = (raw − m_gen) / s_gen = x·(s_med/s_gen) + (m_med − m_gen)/s_gen
+    return s_med / s_gen, (m_med - m_gen) / s_gen
+
+
+class DualStreamGMoE(GMoEAdapter):
+    """``gmoe.form=dual``: medical experts on the medical stream, general experts on the general stream, one gate
+    over both families mixing their outputs into the fused stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        cfg: Any,
+        key: str | None = None,
+        general_backbone: nn.Module | None = None,
+    ) -> None:
+        super().__init__(backbone, num_classes, cfg, key, general_backbone)
+        gc = self.gc
+        conv = self.layout == "map"
+        med_w, gen_w = block_widths(backbone), block_widths(self.general)
+        self.general_experts = nn.ModuleList(
+            nn.ModuleList(Bottleneck(w, gc.reduction, conv) for _ in range(gc.num_experts)) for w in gen_w
+        )
+        self.projections = nn.ModuleList(
+            nn.Identity() if g == m else (nn.Conv2d(g, m, 1) if conv else nn.Linear(g, m)) for m, g in zip(med_w, gen_w)
+        )
+        for proj in self.projections:
+            if not isinstance(proj, nn.Identity):
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
+        self.gates = nn.ModuleList(nn.Linear(m + g, 2 * gc.num_experts) for m, g in zip(med_w, gen_w))
+        for gate in self.gates:
+            nn.init.zeros_(gate.weight)
+            nn.init.zeros_(gate.bias)
+        affine = _renormaliser(cfg)
+        self.register_buffer("general_scale", affine[0] if affine else torch.ones(1, 1, 1, 1), persistent=False)
+        self.register_buffer("general_shift", affine[1] if affine else torch.zeros(1, 1, 1, 1), persistent=False)
+        self.declare_trainable()
+
+    def param_groups(self, cfg: Any) -> list[dict[str, Any]]:
+        moe = [*self.experts.parameters(), *self.general_experts.parameters(), *self.gates.parameters(),
+               *self.projections.parameters()]  # fmt: skip
+        return self._groups(
+            cfg, [("experts", moe, cfg.gmoe.lr), ("head", list(self.head.parameters()), cfg.optim.head_lr)]
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        hm = self.backbone.prepare(x)
+        with torch.no_grad():
+            hg = self.general.prepare(x * self.general_scale + self.general_shift)
+        gate_probs = []
+        for layer, (bm, bg) in enumerate(zip(self.backbone.blocks, self.general.blocks)):
+            hm = bm(hm)
+            with torch.no_grad():
+                hg = bg(hg)
+            probs, weights = self.gate(layer, hm, hg)
+            project = self.projections[layer]
+            outputs = [expert(hm) for expert in self.experts[layer]]
+            outputs += [project(expert(hg)) for expert in self.general_experts[layer]]
+            hm = hm + sum(_expand(weights[:, i], hm) * out for i, out in enumerate(outputs))
+            gate_probs.append(probs)
+        return {"logits": self.head(self.backbone.finalize(hm)), "gate_probs": torch.stack(gate_probs)}

@@ -56,4 +56,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from lvmmed.errors import run_cli
+
+    raise SystemExit(run_cli(main, prog="python -m downstream.segmentation"))

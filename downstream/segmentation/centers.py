@@ -36,7 +36,7 @@ from downstream.segmentation.tasks import (
     TaskUnavailable,
     concat,
     load_split,
-    normalise,
+    normalise_for,
     subsample_subjects,
 )
 
@@ -133,7 +133,7 @@ def run_new_center(cfg: Any, build_backbone: Any, device: torch.device, out_dir:
     names = {tuple(d.class_names) for d in [old_train, new_train, *tests.values()]}
     if len(names) != 1:
         raise ValueError(f"centers disagree on the mask classes: {sorted(names)}")
-    prep = lambda xs: [normalise(xs[0], cfg.norm_mean, cfg.norm_std)]  # noqa: E731
+    prep = lambda xs: [normalise_for(xs[0], cfg)]  # noqa: E731
 
     torch.manual_seed(cfg.seed)
     base = build_method("seg-unet", build_backbone(), old_train.num_classes, cfg).to(device)

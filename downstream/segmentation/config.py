@@ -83,14 +83,19 @@ class UNetConfig:
         freeze_encoder: Train the decoder only (``True``) or the whole network (``False``, LVM-Med end-to-end).
         decoder_channels: U-Net stage widths shallow to deep (CNN) or ``[feature_size]`` (ViT); empty = defaults.
         norm: ``batch``/``instance``; empty = batch for U-Net (smp), instance for UNETR (MONAI).
+        sam_features: For SAM encoders, the deepest map the decoder reads: ``neck`` (SAM's 256-channel neck, the
+            features SAM's mask decoder consumes), ``pre_neck`` (the 768-channel map of the last block) or ``auto``
+            (``neck`` for the published ``lvmmed-vitb`` weights, whose neck is trained; else ``pre_neck``).
     """
 
     freeze_encoder: bool = False
     decoder_channels: list[int] = field(default_factory=list)
     norm: str = ""
+    sam_features: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice(self.norm, ("", "batch", "instance"), "unet.norm")
+        check_choice(self.sam_features, ("auto", "neck", "pre_neck"), "unet.sam_features")
 
 
 @dataclass
@@ -195,17 +200,26 @@ class SegmentationConfig:
 
     Attributes:
         task: A task of :mod:`downstream.segmentation.tasks` (``seg_tissue``, ``seg_brainmask``, ``seg_lobes``,
-            ``mask_guided_tissue``...).
+            ``mask_guided_tissue``...) or any shard set with masks, ``shards:<dir>``.
+        task_kind: ``auto`` or ``segmentation`` (``shards:`` tasks; kept for the shared command line).
+        split_mode: ``shard`` (the set's patient split), ``official`` (``meta.official_split``) or ``group`` (a
+            fresh subject-grouped split per seed, ``val_frac``/``test_frac``).
         method: ``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep`` or ``mask-guided``.
         protocol: ``single`` (train/val/test of one task) or ``new_center`` (:mod:`.centers`).
         weights: ``random`` or a weight source for ``lvmmed.create_backbone``.
         img_size: Slices are resized to this square size (bilinear images, nearest masks).
+        norm_from_weights / max_img_size: As in ``DownstreamConfig`` (the weights' own input settings; the CPU
+            guard with a cost estimate).
         fraction: Fraction of training subjects (groups) used (1.0 = all).
         bootstrap: Bootstrap resamples of the 95 % CI over subjects (0 disables).
         hd95: Compute HD95 (MONAI) at evaluation.
     """
 
     task: str = "seg_tissue"
+    task_kind: str = "auto"
+    split_mode: str = "shard"
+    val_frac: float = 0.15
+    test_frac: float = 0.25
     method: str = "seg-unet"
     protocol: str = "single"
     weights: str = "random"
@@ -222,6 +236,7 @@ class SegmentationConfig:
     norm_std: float = 0.25
     # As in DownstreamConfig: an lvmmed export's recorded input_mean/input_std replace norm_mean/norm_std.
     norm_from_weights: bool = True
+    max_img_size: int = 512
     augment: bool = True
     bootstrap: int = 1000
     hd95: bool = True
@@ -237,6 +252,8 @@ class SegmentationConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.protocol, PROTOCOLS, "protocol")
+        check_choice(self.task_kind, ("auto", "segmentation"), "task_kind")
+        check_choice(self.split_mode, ("shard", "official", "group"), "split_mode")
         check_choice(self.device, ("auto", "cpu", "cuda"), "device")
         check_choice(self.method, ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided"), "method")
         if not 0.0 < self.fraction <= 1.0:

@@ -103,6 +103,7 @@ class UNETRDecoder(nn.Module):
         num_classes: Output classes including background.
         feature_size: Base decoder width F (UNETR's ``feature_size``; skips use F, 2F, 4F, 8F).
         norm: ``"instance"`` (MONAI UNETR default) or ``"batch"``.
+        bottom_dim: Width of the deepest map (``embed_dim`` unless it comes from SAM's 256-channel neck).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class UNETRDecoder(nn.Module):
         num_classes: int,
         feature_size: int = 16,
         norm: str = "instance",
+        bottom_dim: int | None = None,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -128,7 +130,7 @@ class UNETRDecoder(nn.Module):
             for i in range(3)
         )  # fmt: skip
         self.ups = nn.ModuleList()
-        in_ch = embed_dim
+        in_ch = bottom_dim or embed_dim
         for w in (f * 8, f * 4, f * 2, f):
             self.ups.append(UnetrUpBlock(2, in_ch, w, kernel_size=3, upsample_kernel_size=2, norm_name=norm,
                                          res_block=True))  # fmt: skip
@@ -150,7 +152,7 @@ class UNETRDecoder(nn.Module):
 
 
 def build_decoder(
-    backbone: nn.Module, num_classes: int, decoder_channels: Sequence[int] = (), norm: str = ""
+    backbone: nn.Module, num_classes: int, decoder_channels: Sequence[int] = (), norm: str = "", sam_neck: bool = False
 ) -> nn.Module:
     """The decoder matching a backbone: UNETR for ViTs, U-Net for pyramidal CNNs.
 
@@ -159,11 +161,14 @@ def build_decoder(
         num_classes: Output classes including background.
         decoder_channels: U-Net stage widths (CNN) or ``(feature_size,)`` (ViT); empty = defaults.
         norm: ``"batch"``/``"instance"``; empty = the architecture default (batch for U-Net, instance for UNETR).
+        sam_neck: The deepest map comes from a SAM encoder's neck (``backbone.neck_channels`` wide).
     """
     if getattr(backbone, "is_vit", False):
         patch = int(backbone.feature_strides[-1])
         size = int(decoder_channels[0]) if decoder_channels else 16
-        return UNETRDecoder(backbone.in_chans, backbone.embed_dim, patch, num_classes, size, norm or "instance")
+        bottom = int(backbone.neck_channels) if sam_neck else None
+        return UNETRDecoder(backbone.in_chans, backbone.embed_dim, patch, num_classes, size, norm or "instance",
+                            bottom)  # fmt: skip
     return UNetDecoder(
         backbone.feature_channels, backbone.feature_strides, num_classes, list(decoder_channels) or None,
         norm or "batch",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from downstream.segmentation.metrics import SegmentationEvaluator
-from downstream.segmentation.tasks import SliceData, normalise
+from downstream.segmentation.tasks import SliceData, normalise_for
 from downstream.stats import bootstrap_mean_ci
 
 
@@ -134,7 +134,7 @@ def predict_masks(method: Any, data: SliceData, cfg: Any) -> torch.Tensor:
     method.eval()
     outs = []
     for start in range(0, len(data), int(cfg.optim.eval_batch_size)):
-        x = normalise(data.images[start : start + int(cfg.optim.eval_batch_size)], cfg.norm_mean, cfg.norm_std)
+        x = normalise_for(data.images[start : start + int(cfg.optim.eval_batch_size)], cfg)
         outs.append(method.logits_of(method(x.to(device))).argmax(1).cpu())
     return torch.cat(outs)
 

@@ -70,7 +70,10 @@ class PromptSegmenter(SegmentationMethod):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.hidden_maps(x)
-        return self.decoder([hidden[i] for i in vit_skip_indices(len(hidden))], x)
+        maps = [hidden[i] for i in vit_skip_indices(len(hidden))]
+        if self.sam_neck:  # the deepest map through SAM's 256-channel neck (unet.sam_features)
+            maps[-1] = self.backbone.neck(maps[-1])
+        return self.decoder(maps, x)
 
 
 class ShallowPromptSegmenter(PromptSegmenter):

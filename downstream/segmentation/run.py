@@ -19,11 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from downstream.inputs import apply_weight_settings, check_cpu_cost
 from downstream.registry import build_method
 from downstream.runtime import machine_info, recorded_run, resolve_device, seed_everything
 from downstream.segmentation.config import SegmentationConfig
 from downstream.segmentation.loop import evaluate_segmentation, fit, predict_masks
-from downstream.segmentation.tasks import SliceData, get_task, load_split, normalise, subsample_subjects
+from downstream.segmentation.tasks import (
+    SliceData,
+    get_task,
+    load_split,
+    normalise_for,
+    split_slices,
+    subsample_subjects,
+)
 from lvmmed.models import create_backbone
 
 
@@ -33,7 +41,7 @@ def build_backbone(cfg: SegmentationConfig) -> torch.nn.Module:
 
 
 def _prep(cfg: SegmentationConfig):
-    return lambda xs: [normalise(xs[0], cfg.norm_mean, cfg.norm_std), *xs[1:]]
+    return lambda xs: [normalise_for(xs[0], cfg), *xs[1:]]
 
 
 def _save_delta(method: Any, file: Path) -> str:
@@ -46,12 +54,22 @@ def _save_delta(method: Any, file: Path) -> str:
     return str(file)
 
 
+def load_splits_of(cfg: SegmentationConfig) -> dict[str, SliceData]:
+    """Train/val/test slices of the run's task under ``split_mode``."""
+    task = get_task(cfg.task)
+    if cfg.split_mode == "shard":
+        return {s: load_split(task, cfg.data_root, s, cfg.img_size, cfg.in_chans) for s in ("train", "val", "test")}
+    every = load_split(task, cfg.data_root, None, cfg.img_size, cfg.in_chans)
+    return split_slices(every, cfg.split_mode, cfg.seed, cfg.val_frac, cfg.test_frac)
+
+
 def run_single(cfg: SegmentationConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:
     """Train/val/test of ``seg-unet`` or ``seg-prompt-*`` on one task."""
     task = get_task(cfg.task)
     if task.label_field:
         raise ValueError(f"task {cfg.task!r} is a mask-guided classification task; use method=mask-guided")
-    splits = {s: load_split(task, cfg.data_root, s, cfg.img_size, cfg.in_chans) for s in ("train", "val", "test")}
+    splits = load_splits_of(cfg)
+    check_cpu_cost(cfg, device, sum(len(s) for s in splits.values()))
     train = subsample_subjects(splits["train"], cfg.fraction, cfg.seed)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, build_backbone(cfg), train.num_classes, cfg).to(device)
@@ -160,7 +178,7 @@ def run_mask_guided(cfg: SegmentationConfig, device: torch.device, out_dir: Path
             info = fit(model, [train.images[idx], masks], train.labels[idx], cfg, cfg.optim.epochs, cfg.seed,
                        cfg.augment, _prep(cfg))  # fmt: skip
             with torch.no_grad():
-                x = normalise(test.images, cfg.norm_mean, cfg.norm_std).to(device)
+                x = normalise_for(test.images, cfg).to(device)
                 m = test_roi.to(device) if variant == "mask_guided" else None
                 pred = model(x, m)["logits"].argmax(1).cpu().numpy()
             cell[variant] = {**classification_scores(pred, test.labels.numpy()),
@@ -179,9 +197,14 @@ def run_mask_guided(cfg: SegmentationConfig, device: torch.device, out_dir: Path
 
 def flat_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
     """Scalar metrics of an evaluation summary (the ``metrics`` block of the result, as in classification)."""
-    keys = ("dice_mean", "iou_mean", "hd95_mean", "dice3d_mean", "iou3d_mean")
+    keys = ("dice_mean", "iou_mean", "hd95_mean")
+    if summary.get("num_volumes", 0) < summary.get("num_images", 0):  # slices from volumes: 3-D metrics too
+        keys += ("dice3d_mean", "iou3d_mean")
     out = {k: summary.get(k) for k in keys if k in summary}
-    out.update({f"dice_{c}": v for c, v in summary.get("dice_per_class", {}).items()})
+    for name, block in (("dice", "dice_per_class"), ("iou", "iou_per_class"), ("hd95", "hd95_per_class")):
+        out.update({f"{name}_{c}": v for c, v in summary.get(block, {}).items()})
+    if "dice3d_mean" in out:
+        out.update({f"dice3d_{c}": v for c, v in summary.get("dice3d_per_class", {}).items()})
     return out
 
 
@@ -197,6 +220,7 @@ def run_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     forgetting), ``base``, ``adapt``; for ``mask-guided``: ``fractions`` (mask-guided vs unmasked per fraction).
     Failures are recorded, not raised (``status="failed"``, traceback in ``error.txt``).
     """
+    cfg = apply_weight_settings(cfg)
     header = {
         "task": cfg.task, "task_type": "segmentation", "method": cfg.method, "protocol": cfg.protocol,
         "backbone": cfg.backbone, "weights": cfg.weights, "weights_name": cfg.weights_name or cfg.weights,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import ShardFormatError, load_arrays, load_manifest
 
 
@@ -73,6 +74,11 @@ TASKS: dict[str, SegTask] = {
 
 
 def get_task(name: str) -> SegTask:
+    """A bundled task, or ``shards:<dir>`` (any shard set with ``mask.npy``; class names from ``mask_labels``)."""
+    from downstream.shard_tasks import is_shard_task, shard_dir
+
+    if is_shard_task(name):
+        return SegTask(name, str(shard_dir(name)), description="shard set")
     if name not in TASKS:
         raise KeyError(f"Unknown segmentation task {name!r}. Known: {', '.join(sorted(TASKS))}")
     return TASKS[name]
@@ -100,6 +106,7 @@ class SliceData:
     class_names: list[str]
     label_names: list[str] | None = None
     slice_index: list[int] = field(default_factory=list)
+    official: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -112,7 +119,7 @@ class SliceData:
         return SliceData(
             self.images[t], self.masks[t], None if self.labels is None else self.labels[t], pick(self.centers),
             pick(self.volumes), pick(self.subjects), self.class_names, self.label_names,
-            pick(self.slice_index) if self.slice_index else [],
+            pick(self.slice_index) if self.slice_index else [], pick(self.official) if self.official else [],
         )  # fmt: skip
 
     def where_center(self, center: str) -> SliceData:
@@ -132,11 +139,14 @@ def concat(parts: list[SliceData]) -> SliceData:
     return SliceData(
         torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]), labels, join("centers"),
         join("volumes"), join("subjects"), parts[0].class_names, parts[0].label_names, join("slice_index"),
+        join("official"),
     )  # fmt: skip
 
 
 def shard_root(task: SegTask, data_root: str | Path) -> Path:
     """``<data_root>/<shard_set>``, or :class:`TaskUnavailable` saying how to provide it."""
+    if is_remote(str(data_root)):  # https://, s3://, gs://: the manifest is read (and checked) by load_manifest
+        return f"{str(data_root).rstrip('/')}/{task.shard_set}"  # type: ignore[return-value]
     root = Path(data_root) / task.shard_set
     if (root / "manifest.json").is_file():
         return root
@@ -163,9 +173,11 @@ def _resize(images: np.ndarray, masks: np.ndarray, size: int) -> tuple[torch.Ten
 
 
 def load_split(
-    task: SegTask | str, data_root: str | Path, split: str, img_size: int = 64, in_chans: int = 1
+    task: SegTask | str, data_root: str | Path, split: str | None, img_size: int = 64, in_chans: int = 1
 ) -> SliceData:
-    """Loads one split of a task's shard set into memory (resized, channel-matched).
+    """Loads one split (``None``: every sample) of a task's shard set into memory (resized, channel-matched).
+
+    Slices are grouped into volumes by ``meta.volume`` (+ axis); a 2-D image without one is its own volume.
 
     Raises:
         TaskUnavailable: The shard set is missing.
@@ -202,13 +214,15 @@ def load_split(
         label_names = list(task.label_names or manifest.label_names or [])
         if not label_names or max(int(v) for v in values) >= len(label_names):
             raise ShardFormatError(f"{root}: task {task.name!r} has labels {sorted(set(values))}, names {label_names}")
-    volumes = [f"{meta.get('volume') or meta.get('dataset')}/axis{meta.get('axis')}" for meta in metas]
+    volumes = [f"{meta['volume']}/axis{meta.get('axis')}" if meta.get("volume") else str(s["key"])
+               for s, meta in zip(samples, metas)]  # fmt: skip
     return SliceData(
         images=x, masks=m, labels=labels,
         centers=[str(meta.get("center") or meta.get("dataset") or task.shard_set) for meta in metas],
         volumes=volumes, subjects=[str(meta.get("group") or meta.get("patient") or "all") for meta in metas],
         class_names=names, label_names=label_names,
         slice_index=[int(meta.get("slice_index") or 0) for meta in metas],
+        official=[str(meta.get("official_split") or "") for meta in metas],
     )  # fmt: skip
 
 
@@ -225,6 +239,35 @@ def subsample_subjects(data: SliceData, fraction: float, seed: int) -> SliceData
 def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """[0, 1] intensities to the backbone's input scale."""
     return (x - mean) / std
+
+
+def normalise_for(x: torch.Tensor, cfg) -> torch.Tensor:
+    """[0, 1] images to the run's input spec (:func:`downstream.inputs.input_spec`: the weights' per-channel
+    statistics, or ``norm_mean``/``norm_std``)."""
+    from downstream.inputs import input_spec
+
+    spec = input_spec(cfg)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if mean.shape[1] not in (1, x.shape[1]):
+        mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
+    return (x - mean) / std
+
+
+def split_slices(data: SliceData, mode: str, seed: int, val_frac: float, test_frac: float) -> dict[str, SliceData]:
+    """Train/val/test of all slices of a set by ``official`` split or a fresh subject-grouped split (``group``)."""
+    from downstream import splits as splits_mod
+
+    groups = np.asarray(data.subjects)
+    strata = np.zeros(len(data), dtype=np.int64)
+    if mode == "official":
+        idx = splits_mod.official_splits(np.asarray(data.official), strata, groups, seed, val_frac)
+    elif mode == "group":
+        idx = splits_mod.group_splits(strata, groups, seed, val_frac, test_frac)
+    else:
+        raise ValueError(f"split_slices takes official or group, got {mode!r}")
+    splits_mod.check_no_leak(idx, groups)
+    return {k: data.subset(v) for k, v in idx.items()}
 
 
 def dicom_seg_check(sample: str = "seg_liver_1frame") -> dict:

@@ -35,6 +35,14 @@ def seg_loss(cfg: Any) -> nn.Module:
     )
 
 
+def uses_sam_neck(backbone: nn.Module, cfg: Any) -> bool:
+    """Whether the decoder reads SAM's neck (``unet.sam_features``; ``auto``: the published ``lvmmed-vitb``)."""
+    choice = getattr(getattr(cfg, "unet", None), "sam_features", "pre_neck")
+    if not hasattr(backbone, "neck") or choice == "pre_neck":
+        return False
+    return choice == "neck" or str(getattr(cfg, "weights", "")).partition("=")[0] == "lvmmed-vitb"
+
+
 class SegmentationMethod(Method):
     """Shared parts of the segmentation methods: decoder, Dice+CE loss, and the optimiser groups.
 
@@ -46,8 +54,13 @@ class SegmentationMethod(Method):
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key=key)
         unet = getattr(cfg, "unet", None)
+        self.sam_neck = uses_sam_neck(backbone, cfg)
         self.decoder = build_decoder(
-            backbone, num_classes, list(getattr(unet, "decoder_channels", []) or []), getattr(unet, "norm", "")
+            backbone,
+            num_classes,
+            list(getattr(unet, "decoder_channels", []) or []),
+            getattr(unet, "norm", ""),
+            self.sam_neck,
         )
         self.loss_fn = seg_loss(cfg)
 
@@ -109,4 +122,7 @@ class SegUNet(SegmentationMethod):
         self.declare_trainable()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.backbone.forward_multiscale(x), x)
+        maps = self.backbone.forward_multiscale(x)
+        if self.sam_neck:
+            maps = [*maps[:-1], self.backbone.neck(maps[-1])]
+        return self.decoder(maps, x)

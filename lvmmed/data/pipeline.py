@@ -6,14 +6,18 @@ Stages per rank and DataLoader worker (webdataset building blocks)::
       -> weighted mix of the sets (seeded)  ->  [skip to resume position]  ->  decode npy/json (no pickle)
       -> two augmented views (torch RNG seeded per sample)  ->  batches
 
-* **Resampled, split by node and worker.** Shards are drawn with replacement (``resampled=True`` semantics). When
-  a set has at least ``world_size * num_workers`` shards each (rank, worker) resamples from its own disjoint part
-  (``split_by_node``/``split_by_worker``); otherwise all resample from every shard with distinct seeds.
-  ``webdataset.WebDataset(resampled=True)`` is not used because its shard resampler cannot be seeded.
-* **Epochs sized from the manifest** (``with_epoch`` semantics): an epoch is ``ceil(N / (world * workers *
-  batch))`` batches per worker, where ``N`` is the manifests' sample count of the selected splits. Every rank yields
-  the same number of batches, so DDP never waits on a short rank. The stream itself is endless; each epoch
-  re-seeds it.
+* **Resampled, split by node and worker** (default). Shards are drawn with replacement (``resampled=True``
+  semantics). When a set has at least ``world_size * num_workers`` shards each (rank, worker) resamples from its
+  own disjoint part (``split_by_node``/``split_by_worker``); otherwise all resample from every shard with distinct
+  seeds. ``webdataset.WebDataset(resampled=True)`` is not used because its shard resampler cannot be seeded.
+  Epochs are sized from the manifest (``with_epoch`` semantics): ``ceil(N / (world * workers * batch))`` batches
+  per worker, ``N`` the manifests' sample count of the selected splits.
+* **Epoch mode** (``data.resampled=false``): every sample exactly once per epoch across all ranks and workers, at
+  any number of shards (split by shard and by sample; see :mod:`lvmmed.data.split`, which also states how the last
+  partial batch is padded). In both modes every rank yields the same number of batches, so DDP never waits on a
+  short rank. The stream is endless; each epoch re-seeds it.
+* **Remote shard sets** (``https://``, ``s3://``, ``gs://``, brace patterns, ``pipe:``; :mod:`lvmmed.data.remote`)
+  stream through webdataset's URL handling, optionally through a local cache directory (``data.cache_dir``).
 * **Exact resume.** Everything random is a function of ``(seed, epoch, rank, worker, sample index)``: shard
   draws, the shuffle buffer, the mixing and, per sample, the torch RNG of the augmentations. Every batch carries
   its worker, epoch and stream index, so :class:`StreamPosition` knows exactly where each worker stands. On resume
@@ -21,7 +25,8 @@ Stages per rank and DataLoader worker (webdataset building blocks)::
   round-robin is rotated so the next batch comes from the right worker. Exact for any ``num_workers`` as long as
   it equals the value of the interrupted run (enforced).
 * **Bad samples.** A :class:`SkipCounter` handler (webdataset ``warn_and_continue`` style) logs and counts
-  unreadable tars and undecodable samples, and raises :class:`DataQualityError` once more than
+  unreadable tars, dropped connections (the rest of that shard is lost; the shard is named) and undecodable
+  samples, and raises :class:`DataQualityError` once more than
   ``max_skip_fraction`` of the samples seen (and at least ``min_skips_to_fail``) were skipped.
 * **Only the ``train`` split is read by default** (``splits``): val/test stay held out for downstream evaluation.
 """
@@ -44,7 +49,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvmmed.data.augment import AugmentConfig, TwoViewTransform
 from lvmmed.data.channels import to_chw
+from lvmmed.data.remote import is_remote, require_backend
 from lvmmed.data.shards import MANIFEST_NAME, ShardFormatError, decode_sample, load_manifest
+from lvmmed.data.split import epoch_batches, epoch_part_size, epoch_ranges, part_of, resampled_shards
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,13 @@ class DataConfig:
     """Where training images come from and how they are streamed.
 
     Attributes:
-        shards: Shard-set directories (each with ``manifest.json``), or parent directories holding several.
+        shards: Shard-set directories (each with ``manifest.json``), parent directories holding several, or remote
+            locations: ``https://host/set/``, ``s3://bucket/set``, ``gs://bucket/set``, brace patterns
+            (``.../train-{000000..000009}.tar``) and ``pipe:`` commands (see :mod:`lvmmed.data.remote`).
+        resampled: True: endless seeded resampling of shards (epochs are a sample count). False: epoch mode,
+            every sample exactly once per epoch across ranks and workers (``mixing``/``weights`` do not apply).
+        cache_dir: Optional local directory where remote shards are kept after their first read (webdataset's
+            file cache); empty = stream without caching.
         weights: Mixing weight per shard set (after expansion). Empty: see ``mixing``.
         mixing: Default weights when ``weights`` is empty: ``size`` (proportional to sample counts, as if the
             sets were concatenated) or ``equal`` (each set equally often).
@@ -72,6 +85,8 @@ class DataConfig:
     """
 
     shards: list[str] = field(default_factory=list)
+    resampled: bool = True
+    cache_dir: str = ""
     weights: list[float] = field(default_factory=list)
     mixing: str = "size"
     splits: list[str] = field(default_factory=lambda: ["train"])
@@ -88,6 +103,11 @@ class DataConfig:
             raise ValueError(f"data.mixing must be 'size' or 'equal', got '{self.mixing}'")
         if self.batch_size < 2:
             raise ValueError("data.batch_size must be >= 2 (contrastive and matching losses need pairs)")
+        if not self.resampled and (self.weights or self.mixing != "size" or self.epoch_samples):
+            raise ValueError(
+                "data.resampled=false reads every sample once per epoch: data.weights, data.mixing=equal and "
+                "data.epoch_samples only apply to resampled streams"
+            )
 
 
 @dataclass
@@ -110,10 +130,12 @@ def resolve_shard_sets(cfg: DataConfig) -> list[ShardSet]:
     Raises:
         ShardFormatError: A path has no manifest (and no sub-directory with one), or no shards of ``splits``.
     """
-    roots: list[Path] = []
+    roots: list[Path | str] = []
     for entry in cfg.shards:
         path = Path(entry)
-        if (path / MANIFEST_NAME).is_file():
+        if is_remote(entry) or ("{" in entry and ".." in entry):
+            roots.append(entry)  # remote or a pattern: the manifest is read from the same place
+        elif (path / MANIFEST_NAME).is_file() or path.name == MANIFEST_NAME:
             roots.append(path)
         elif path.is_dir() and (subs := sorted(p.parent for p in path.glob(f"*/{MANIFEST_NAME}"))):
             roots.extend(subs)
@@ -130,7 +152,9 @@ def resolve_shard_sets(cfg: DataConfig) -> list[ShardSet]:
         picked = [s for s in manifest.shards if s["split"] in cfg.splits and int(s["count"]) > 0]
         if picked:
             sets.append(
-                ShardSet(manifest.name, [str(root / s["name"]) for s in picked], [int(s["count"]) for s in picked], 1.0)
+                ShardSet(
+                    manifest.name, [manifest.url(s["name"]) for s in picked], [int(s["count"]) for s in picked], 1.0
+                )
             )
         else:
             log.warning("shard set %s has no samples in splits %s; left out", root, cfg.splits)
@@ -162,7 +186,8 @@ class SkipCounter:
     """webdataset exception handler that logs, counts and finally refuses too many bad samples.
 
     Returns True (continue) like ``wds.warn_and_continue``, and raises :class:`DataQualityError` once
-    ``skipped > max(min_skips, max_fraction * seen)``.
+    ``skipped > max(min_skips, max_fraction * seen)``. ``shards`` counts failures per shard URL when the error
+    names one (webdataset appends the URL to errors of unreadable or truncated tars and dropped connections).
     """
 
     def __init__(self, max_fraction: float, min_skips: int) -> None:
@@ -170,11 +195,19 @@ class SkipCounter:
         self.skipped = 0
         self.seen = 0
         self.last: list[str] = []
+        self.shards: dict[str, int] = {}
 
     def __call__(self, exn: BaseException) -> bool:
         self.skipped += 1
-        self.last = [*self.last[-4:], repr(exn)[:300]]
-        log.warning("skipping bad sample (%d so far): %r", self.skipped, exn)
+        shard = next(
+            (a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str) and _looks_like_shard(a)), None
+        )
+        if shard is not None:
+            self.shards[shard] = self.shards.get(shard, 0) + 1
+        self.last = [*self.last[-4:], (f"[shard {shard}] " if shard else "") + repr(exn)[:300]]
+        log.warning(
+            "skipping bad sample or shard (%d so far)%s: %r", self.skipped, f" in {shard}" if shard else "", exn
+        )
         if self.skipped > max(self.min_skips, self.max_fraction * max(self.seen, 1)):
             raise DataQualityError(
                 f"{self.skipped} of {self.seen} samples were unreadable (limit {self.max_fraction:.1%}, "
@@ -183,11 +216,16 @@ class SkipCounter:
         return True
 
 
+def _looks_like_shard(text: str) -> bool:
+    return text.startswith("pipe:") or (text.endswith(".tar") and " " not in text)
+
+
 class TwoViewStream(IterableDataset):
     """Endless stream of two-view batches for one rank (see the module docstring).
 
     Batches are dicts: ``view0``, ``view1`` (B, C, S, S) float32; ``index`` (B,) stream indices; ``worker``,
-    ``epoch``, ``skipped`` and ``seen`` (ints, per worker).
+    ``epoch``, ``skipped``, ``seen`` and ``padded`` (ints, per worker; ``padded``: repeats topping up the last
+    batch of an epoch-mode epoch).
     """
 
     def __init__(
@@ -204,18 +242,61 @@ class TwoViewStream(IterableDataset):
         self.sets, self.data, self.transform = sets, data, TwoViewTransform(augment, in_chans)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.num_workers = max(1, data.num_workers)
-        n = data.epoch_samples or sum(s.size for s in sets)
-        self.batches_per_worker = max(1, math.ceil(n / (world_size * self.num_workers * data.batch_size)))
+        self.total = sum(s.size for s in sets)
+        parts = world_size * self.num_workers
+        if data.resampled:
+            n = data.epoch_samples or self.total
+            self.batches_per_worker = max(1, math.ceil(n / (parts * data.batch_size)))
+        else:
+            self.batches_per_worker = epoch_batches(self.total, parts, data.batch_size)
         self.resume: dict[str, Any] | None = None  # set by StreamPosition.apply
 
     def _set_urls(self, s: ShardSet, worker: int) -> list[str]:
-        parts = self.world_size * self.num_workers
-        if len(s.urls) >= parts:
-            return s.urls[self.rank * self.num_workers + worker :: parts]
-        return s.urls
+        return resampled_shards(s.urls, *part_of(self.rank, self.world_size, worker, self.num_workers))
+
+    def _tar_samples(self, handler: SkipCounter) -> Any:
+        """webdataset stage: shard URLs -> raw samples, through the file cache when ``data.cache_dir`` is set."""
+        for s in self.sets:  # fsspec gopen handlers (s3://, gs://) in this worker process too
+            require_backend(s.urls[0])
+        if not self.data.cache_dir:
+            return wds.tarfile_to_samples(handler=handler)
+        cache = wds.cache.FileCache(cache_dir=self.data.cache_dir, handler=handler)
+
+        def stage(urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            grouped = wds.tariterators.group_by_keys(
+                wds.tariterators.tar_file_expander(cache(urls), handler), handler=handler
+            )
+            yield from grouped
+
+        return stage
+
+    def epoch_samples(self, epoch: int, worker: int, handler: SkipCounter) -> Iterator[dict[str, Any]]:
+        """Epoch mode: the undecoded samples of this (rank, worker)'s slice of one epoch, each once, shuffled."""
+        part, parts = part_of(self.rank, self.world_size, worker, self.num_workers)
+        urls = [u for s in self.sets for u in s.urls]
+        counts = [c for s in self.sets for c in s.counts]
+
+        def ranges() -> Iterator[dict[str, Any]]:
+            for shard, first, stop in epoch_ranges(counts, part, parts, self.seed, epoch):
+                pipe = wds.DataPipeline(wds.SimpleShardList([urls[shard]]), self._tar_samples(handler))
+                for i, sample in enumerate(pipe):
+                    if i >= stop:
+                        break
+                    if i >= first:
+                        yield sample
+
+        rng = random.Random(stable_seed(self.seed, epoch, self.rank, worker, "shuffle"))
+        yield from wds.filters.shuffle(self.data.shuffle_buffer, self.data.shuffle_initial, rng=rng)(ranges())
 
     def raw_samples(self, epoch: int, worker: int, handler: SkipCounter) -> Iterator[dict[str, Any]]:
-        """Undecoded samples of one (epoch, worker) stream: seeded resampling, shuffling and mixing."""
+        """Undecoded samples of one (epoch, worker) stream, endless.
+
+        Resampled: seeded resampling, shuffling and mixing. Epoch mode: this worker's slice of the epoch, then
+        (padding only) the slice again from its start.
+        """
+        if not self.data.resampled:
+            while True:
+                yield from self.epoch_samples(epoch, worker, handler)
         base = stable_seed(self.seed, epoch, self.rank, worker)
         streams = []
         for i, s in enumerate(self.sets):
@@ -226,7 +307,7 @@ class TwoViewStream(IterableDataset):
                     worker_seed=lambda: 0,
                     deterministic=True,
                 ),
-                wds.tarfile_to_samples(handler=handler),
+                self._tar_samples(handler),
                 wds.shuffle(
                     self.data.shuffle_buffer,
                     self.data.shuffle_initial,
@@ -260,6 +341,8 @@ class TwoViewStream(IterableDataset):
         self, worker: int, epoch: int, start: int, n_batches: int, handler: SkipCounter
     ) -> Iterator[dict[str, Any]]:
         base = stable_seed(self.seed, epoch, self.rank, worker)
+        part, parts = part_of(self.rank, self.world_size, worker, self.num_workers)
+        real = float("inf") if self.data.resampled else epoch_part_size(self.total, part, parts)
         views0, views1, indices = [], [], []
         for index, raw in enumerate(self.raw_samples(epoch, worker, handler)):
             if index < start:
@@ -267,8 +350,9 @@ class TwoViewStream(IterableDataset):
             handler.seen += 1
             try:
                 v0, v1 = self._two_views(raw, stable_seed(base, index))
-            except Exception as exn:
-                handler(exn)
+            except Exception as exn:  # name the shard and sample in the skip report
+                where = f"sample {raw.get('__key__', '?')} in {raw.get('__url__', '?')}"
+                handler(exn if where in str(exn) else ShardFormatError(f"{where}: {type(exn).__name__}: {exn}"))
                 continue
             views0.append(v0)
             views1.append(v1)
@@ -282,6 +366,8 @@ class TwoViewStream(IterableDataset):
                     "epoch": epoch,
                     "skipped": handler.skipped,
                     "seen": handler.seen,
+                    "skip_errors": list(handler.last),  # the last few skip reasons (naming the shard), for reports
+                    "padded": sum(i >= real for i in indices),
                 }
                 views0, views1, indices = [], [], []
                 n_batches -= 1

@@ -8,8 +8,11 @@ A shard set is a directory::
 Each tar holds samples whose members are contiguous and named ``<key>.<ext>``; ``key`` has no dots
 (webdataset splits at the first dot). Extensions:
 
-* ``image.npy``: float16, HxW (grey) or HxWx3 (colour), intensities already normalised to [0, 1].
-* ``mask.npy`` (optional): uint8 HxW label map (0 = background), same grid as the image.
+* ``image.npy``: float16, HxW (grey) or HxWx3 (colour), intensities already normalised to [0, 1]; or
+  ``image.png`` (data_prep ``encoding: png``): integers ``q`` with image ``= q / meta.image_scale``, equal to the
+  float16 path within float16 rounding (:mod:`lvmmed.data.codecs`). Readers accept both, per sample.
+* ``mask.npy`` (optional): uint8 HxW label map (0 = background), same grid as the image; ``mask.png`` with the
+  PNG encoding.
 * ``meta.json``: allow-listed technical fields only (:data:`META_FIELDS`). Never a header dump, never
   patient identifiers: ``patient`` and ``volume`` are salted hashes.
 
@@ -29,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lvmmed.data.codecs import decode_mask_png, decode_png
+from lvmmed.data.remote import Location, RemoteError, is_remote, parse_location, read_bytes
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -53,7 +59,10 @@ META_FIELDS = (
     "channels",  # 1 or 3
     "label",  # integer class label, or null
     "label_name",  # class name, or null
+    "labels",  # multi-hot class vector over the manifest's label_names (multi-label releases), or null
+    "official_split",  # the release's own split of the source image (train / val / test), or null
     "mask_labels",  # names of the mask values, index = value, or null
+    "image_scale",  # image.png only: the stored integers divided by this give the [0, 1] image
 )
 
 MANIFEST_FIELDS = (
@@ -78,10 +87,11 @@ class ShardFormatError(ValueError):
 
 @dataclass
 class Manifest:
-    """Parsed ``manifest.json`` of one shard set."""
+    """Parsed ``manifest.json`` of one shard set (local, or remote with ``location`` set)."""
 
     root: Path
     data: dict[str, Any] = field(default_factory=dict)
+    location: Location | None = None
 
     @property
     def name(self) -> str:
@@ -96,8 +106,17 @@ class Manifest:
         return sum(int(s["count"]) for s in self.shards if split is None or s["split"] == split)
 
     def urls(self, split: str | None = None) -> list[str]:
-        """Local paths of the shards of ``split`` (all when None), in manifest order."""
-        return [str(self.root / s["name"]) for s in self.shards if split is None or s["split"] == split]
+        """Paths (or URLs) of the shards of ``split`` (all when None), in manifest order."""
+        return [self.url(s["name"]) for s in self.shards if split is None or s["split"] == split]
+
+    def url(self, name: str) -> str:
+        """Path or URL of one file of the set."""
+        return self.location.url(name) if self.location else str(self.root / name)
+
+    @property
+    def encoding(self) -> str:
+        """Image encoding the converter was configured with (``npy`` or ``png``; recorded in its config)."""
+        return str(self.data.get("encoding") or (self.data.get("config") or {}).get("encoding") or "npy")
 
     @property
     def label_names(self) -> list[str] | None:
@@ -109,11 +128,29 @@ class Manifest:
 
 
 def load_manifest(root: str | Path) -> Manifest:
-    """Reads ``<root>/manifest.json``.
+    """Reads the manifest of a shard set: a local directory (or its ``manifest.json``) or a remote location.
+
+    Remote locations (``https://``, ``s3://``, ``gs://``, brace patterns, ``pipe:``) are described in
+    :mod:`lvmmed.data.remote`; a pattern keeps only the shards it lists.
 
     Raises:
-        ShardFormatError: The directory has no manifest, or it is not valid JSON of this format.
+        ShardFormatError: No manifest there, or it is not valid JSON of this format, or a pattern lists shards
+            the manifest does not have.
     """
+    spec = str(root)
+    if is_remote(spec) or ("{" in spec and ".." in spec):
+        try:
+            location = parse_location(spec)
+            text = read_bytes(location.manifest_url).decode()
+        except RemoteError as err:
+            raise ShardFormatError(f"{err}. A shard set needs its {MANIFEST_NAME} next to the shards.") from None
+        data = _parse_manifest(text, location.manifest_url)
+        if location.names is not None:
+            listed = {s["name"]: s for s in data.get("shards", [])}
+            if missing := [n for n in location.names if n not in listed]:
+                raise ShardFormatError(f"{spec}: shards {missing[:5]} are not in {location.manifest_url}")
+            data = {**data, "shards": [listed[n] for n in location.names]}
+        return Manifest(root=Path(location.base.rsplit("/", 1)[-1] or "remote"), data=data, location=location)
     root = Path(root)
     file = root / MANIFEST_NAME if root.is_dir() else root
     if not file.is_file():
@@ -121,13 +158,18 @@ def load_manifest(root: str | Path) -> Manifest:
             f"No {MANIFEST_NAME} in {root}. Shard sets are made by `python -m data_prep convert ...`; "
             "an interrupted conversion leaves no manifest (re-run it to resume)."
         )
+    return Manifest(root=file.parent, data=_parse_manifest(file.read_text(), str(file)))
+
+
+def _parse_manifest(text: str, source: str) -> dict[str, Any]:
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ShardFormatError(f"{file} is not valid JSON: {err}") from None
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ShardFormatError(f"{file}: format_version {data.get('format_version')} != {FORMAT_VERSION}")
-    return Manifest(root=file.parent, data=data)
+        raise ShardFormatError(f"{source} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version") if isinstance(data, dict) else None
+        raise ShardFormatError(f"{source}: format_version {version} != {FORMAT_VERSION}")
+    return data
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -153,6 +195,23 @@ def encode_npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def decode_image(members: dict[str, Any], meta: dict[str, Any]) -> np.ndarray:
+    """The image of a sample from its ``image.npy`` (float16) or ``image.png`` (+ ``meta.image_scale``) member.
+
+    Raises:
+        ShardFormatError: Neither member, or one that does not decode.
+    """
+    try:
+        if "image.npy" in members:
+            data = members["image.npy"]
+            return decode_npy(data) if isinstance(data, bytes) else data
+        if "image.png" in members:
+            return decode_png(members["image.png"], meta.get("image_scale"))
+    except (ValueError, OSError) as err:
+        raise ShardFormatError(f"image does not decode: {err}") from None
+    raise ShardFormatError(f"no image.npy or image.png among {sorted(members)}")
+
+
 def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """Decodes a raw webdataset sample dict into ``{"key", "image", "mask", "meta", "url"}``.
 
@@ -160,11 +219,11 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     decoders are ever registered).
 
     Raises:
-        ShardFormatError: ``image.npy`` or ``meta.json`` is missing.
+        ShardFormatError: The image (``image.npy`` or ``image.png``) or ``meta.json`` is missing or bad.
     """
-    if "image.npy" not in sample or "meta.json" not in sample:
+    if not ("image.npy" in sample or "image.png" in sample) or "meta.json" not in sample:
         raise ShardFormatError(
-            f"sample {sample.get('__key__')!r} in {sample.get('__url__')!r} lacks image.npy/meta.json "
+            f"sample {sample.get('__key__')!r} in {sample.get('__url__')!r} lacks image.npy|png / meta.json "
             f"(has {sorted(k for k in sample if not k.startswith('__'))})"
         )
     meta = sample["meta.json"]
@@ -172,13 +231,18 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     out = {
         "key": sample.get("__key__"),
         "url": sample.get("__url__"),
-        "image": decode_npy(sample["image.npy"]) if isinstance(sample["image.npy"], bytes) else sample["image.npy"],
+        "image": decode_image(sample, meta),
         "mask": None,
         "meta": meta,
     }
     if "mask.npy" in sample:
         m = sample["mask.npy"]
         out["mask"] = decode_npy(m) if isinstance(m, bytes) else m
+    elif "mask.png" in sample:
+        try:
+            out["mask"] = decode_mask_png(sample["mask.png"])
+        except (ValueError, OSError) as err:
+            raise ShardFormatError(f"sample {sample.get('__key__')!r}: mask does not decode: {err}") from None
     return out
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 LOSS_NAMES = ("graph_matching", "ntxent", "vicreg", "byol")
 GM_SOLVERS = ("factorized", "pygmtools", "hungarian")
 GM_METHODS = ("auto", "ipfp", "rrwm", "sm")
+GM_AUX = ("none", "infonce")
+GM_NODE_NORMS = ("none", "batch")
 NONFINITE_POLICIES = ("nan", "raise")
 
 
@@ -31,18 +33,28 @@ class GraphMatchingConfig:
             of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]; λ = 0.5 is large enough
             to flip wrong assignments (a perceptron-like signal, as BB-GM's λ = 80 on O(1) costs) yet local.
         normalize_perturbation: scale λ by 1 / max|∂L/∂X̂| so it does not depend on N or the loss reduction.
+        perturb_samples: S, noise samples of the backward pass (``matching/perturbed.py``: I-MLE / perturb-and-MAP
+            averaging of the black-box gradient); 1 with ``perturb_noise = 0`` is the plain black-box gradient.
+        perturb_noise: σ, scale of the Gumbel noise added to Cv in those samples (cosine units): the temperature of
+            the soft matching whose expectation the gradient follows.
         margin: unary margin subtracted from the ground-truth entries of Cv while training (BB-GM adds 1.0 to the
             ground-truth unary costs); keeps a training signal until the true pair wins by ``margin``.
         mp_layers: depth of the residual message-passing network (0 disables it).
         mp_hidden: hidden width of each message-passing MLP.
         mp_residual_scale: scale of each message-passing update (BB-GM: 0.1).
         edge_weight: weight of the pairwise term; Ce = (edge_weight / k)·cos(edge features).
-        local_weight: weight of the local node-affinity term from pre-pool feature maps (0 = global only).
+        node_norm: ``batch`` standardises every node-feature dimension over the batch (zero mean, unit variance,
+            no affine) before the cosine affinities, ``none`` uses the raw features. See ``matching/affinity.py``.
+        local_weight: weight of the local node-affinity term from the backbone's pre-pool feature maps
+            (0 = global only). LVM-Med's vertex affinity combines "local and global" similarity; the trainer passes
+            the feature maps whenever this is > 0.
         local_grid: the feature maps are pooled to local_grid × local_grid descriptors for the local term.
-        aux_weight: weight of the auxiliary node-affinity cross-entropy (Cv/τ vs the identity, both directions);
-            the Hamming loss is piecewise constant and its black-box gradient touches only the mismatched entries,
-            the auxiliary term is smooth and dense. Default 0.5: in the MNI152 learning test (300 steps) pure GM
-            (0.0, LVM-Med as published) goes from 0.18 to 0.83–0.89 matching accuracy, GM + 0.5·aux to 0.93–1.0.
+        hamming_weight: weight of the paper's term, the black-box Hamming loss (0 only for the "InfoNCE alone on
+            the same affinity" ablation, which needs ``aux``).
+        aux: an optional auxiliary term that is *not* part of LVM-Med: ``none`` (the paper's loss) or
+            ``infonce`` (symmetric cross-entropy of Cv/τ against the identity, as in CLIP/InfoNCE). A run with an
+            auxiliary term is "GM + InfoNCE", never "graph matching".
+        aux_weight: weight of the auxiliary term when ``aux`` is not ``none``.
         aux_temperature: τ of the auxiliary term.
         gather_distributed: gather embeddings over ranks (differentiable all-gather) so one graph spans the
             global batch; otherwise every rank matches its local batch.
@@ -56,13 +68,18 @@ class GraphMatchingConfig:
     solver_max_iter: int = 50
     lambda_val: float = 0.5
     normalize_perturbation: bool = True
+    perturb_samples: int = 1
+    perturb_noise: float = 0.0
     margin: float = 0.1
     mp_layers: int = 1
     mp_hidden: int = 256
     mp_residual_scale: float = 0.1
     edge_weight: float = 1.0
+    node_norm: str = "none"
     local_weight: float = 0.0
     local_grid: int = 2
+    hamming_weight: float = 1.0
+    aux: str = "none"
     aux_weight: float = 0.5
     aux_temperature: float = 0.1
     gather_distributed: bool = False
@@ -79,8 +96,16 @@ class GraphMatchingConfig:
             raise ValueError("graph_matching.solver_method 'sm' is only available with solver=pygmtools")
         if self.lambda_val <= 0:
             raise ValueError(f"graph_matching.lambda_val must be > 0, got {self.lambda_val}")
-        if self.margin < 0 or self.aux_weight < 0 or self.local_weight < 0 or self.edge_weight < 0:
-            raise ValueError("graph_matching margin, aux_weight, local_weight and edge_weight must be >= 0")
+        if min(self.margin, self.aux_weight, self.local_weight, self.edge_weight, self.hamming_weight) < 0:
+            raise ValueError("graph_matching weights (margin, aux, local, edge, hamming) must be >= 0")
+        if self.perturb_samples < 1 or self.perturb_noise < 0:
+            raise ValueError("graph_matching.perturb_samples must be >= 1 and perturb_noise >= 0")
+        if self.aux not in GM_AUX:
+            raise ValueError(f"graph_matching.aux must be one of {GM_AUX}, got '{self.aux}'")
+        if self.node_norm not in GM_NODE_NORMS:
+            raise ValueError(f"graph_matching.node_norm must be one of {GM_NODE_NORMS}, got '{self.node_norm}'")
+        if self.hamming_weight == 0 and (self.aux == "none" or self.aux_weight == 0):
+            raise ValueError("graph_matching: hamming_weight=0 needs an auxiliary term (aux=infonce, aux_weight > 0)")
         if self.mp_layers < 0 or self.mp_hidden < 1 or self.local_grid < 1 or self.solver_max_iter < 1:
             raise ValueError("graph_matching mp_layers >= 0, mp_hidden/local_grid/solver_max_iter >= 1 required")
         if self.aux_temperature <= 0:

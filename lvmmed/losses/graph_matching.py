@@ -29,10 +29,11 @@ from torch import Tensor, nn
 from lvmmed.losses._checks import check_pair
 from lvmmed.losses.config import GraphMatchingConfig
 from lvmmed.losses.distributed import gather_batch
-from lvmmed.matching.affinity import edge_factors, local_affinity, pool_local
+from lvmmed.matching.affinity import batch_standardize, edge_factors, local_affinity, pool_local
 from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.graph import knn_graph
 from lvmmed.matching.message_passing import MessagePassing
+from lvmmed.matching.perturbed import PerturbedBlackBoxMatching
 from lvmmed.matching.qap import QAP
 from lvmmed.matching.solvers import SolverSpec
 
@@ -44,6 +45,7 @@ INFO_KEYS = (
     "objective_identity",
     "solver_iters",
     "num_nodes",
+    "local_used",
 )
 
 
@@ -127,8 +129,10 @@ class GraphMatchingLoss(nn.Module):
             return zero, info
 
         gs, gt = knn_graph(zs, cfg.k), knn_graph(zt, cfg.k)
-        hs = F.normalize(self.message_passing(zs, gs), dim=1)
-        ht = F.normalize(self.message_passing(zt, gt), dim=1)
+        hs, ht = self.message_passing(zs, gs), self.message_passing(zt, gt)
+        if cfg.node_norm == "batch":
+            hs, ht = batch_standardize(hs, ht)
+        hs, ht = F.normalize(hs, dim=1), F.normalize(ht, dim=1)
         cv = hs @ ht.T
         if use_local:
             cv = cv + cfg.local_weight * local_affinity(ds, dt)
@@ -137,13 +141,15 @@ class GraphMatchingLoss(nn.Module):
         cv_solve = cv - cfg.margin * eye if self.training and cfg.margin > 0 else cv
 
         stats: dict[str, float] = {}
-        x = BlackBoxMatching.apply(
-            cv_solve, f1, f2, gs.neighbors, gt.neighbors, self.spec, cfg.lambda_val, cfg.normalize_perturbation, stats
-        )
+        args = (cv_solve, f1, f2, gs.neighbors, gt.neighbors, self.spec, cfg.lambda_val, cfg.normalize_perturbation)
+        if cfg.perturb_samples > 1 or cfg.perturb_noise > 0:
+            x = PerturbedBlackBoxMatching.apply(*args, stats, cfg.perturb_samples, cfg.perturb_noise)
+        else:
+            x = BlackBoxMatching.apply(*args, stats)
         loss_hamming = (x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)
-        loss = loss_hamming
+        loss = cfg.hamming_weight * loss_hamming
         loss_aux = torch.zeros((), device=cv.device)
-        if cfg.aux_weight > 0:
+        if cfg.aux == "infonce" and cfg.aux_weight > 0:
             targets = torch.arange(n, device=cv.device)
             logits = cv / cfg.aux_temperature
             loss_aux = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
@@ -159,5 +165,6 @@ class GraphMatchingLoss(nn.Module):
             "objective_identity": objective_identity,
             "solver_iters": stats["solver_iters"],
             "num_nodes": float(n),
+            "local_used": float(use_local),
         }
         return loss, info

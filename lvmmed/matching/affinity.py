@@ -24,6 +24,20 @@ from torch import Tensor
 from lvmmed.matching.graph import KnnGraph, edge_features
 
 
+def batch_standardize(hs: Tensor, ht: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Standardises every feature dimension over the batch of *both* views (zero mean, unit variance, no affine).
+
+    Used before the cosine node and edge affinities when ``node_norm == "batch"``. With one shared mean and
+    variance for the two views the identity pairs stay comparable, and a representation in which all images
+    share one direction (the collapse that a hardest-negative objective drifts into) has no variance left to
+    match with, so it is no longer a fixed point of the matching loss.
+    """
+    both = torch.cat([hs, ht])
+    mean, var = both.mean(dim=0, keepdim=True), both.var(dim=0, unbiased=False, keepdim=True)
+    scale = torch.rsqrt(var + eps)
+    return (hs - mean) * scale, (ht - mean) * scale
+
+
 def node_affinity(hs: Tensor, ht: Tensor) -> Tensor:
     """Cosine affinity (N, N) between two sets of node features (normalised here)."""
     return F.normalize(hs, dim=1) @ F.normalize(ht, dim=1).T

@@ -19,6 +19,7 @@ from lvmmed.models.base import Backbone
 from lvmmed.models.resnet import ResNetBackbone
 from lvmmed.models.sam_vit import SAM_SPECS, SamViTBackbone
 from lvmmed.models.vit import TIMM_NAMES, ViTBackbone
+from lvmmed.weight_sources import load_pretrained
 
 _BUILDERS: dict[str, Callable[[int, int], Backbone]] = {
     **{name: (lambda c, s, n=name: ResNetBackbone(n, c, s)) for name in ("resnet18", "resnet34", "resnet50")},
@@ -54,7 +55,7 @@ def create_backbone(
             weights over channels.
         pretrained: None/"random" for random init, or a weight source: an export dir, ``lvmmed-resnet50``,
             ``lvmmed-vitb`` (optionally ``=/path/file``), ``torchvision:/file``, ``timm:/file`` or a plain file
-            (see :mod:`lvmmed.weights`).
+            (see :mod:`lvmmed.weight_sources`).
         img_size: Input resolution (ViTs size their position tables from it; checkpoints are resized on load).
         allow_network: Let ``lvmmed.weights`` fetch a missing published file with ``hf_hub_download``.
     """
@@ -69,8 +70,6 @@ def build_and_load(name: str, in_chans: int, img_size: int, source: str, allow_n
     Every parameter and buffer then comes from the checkpoint; the only keys a checkpoint may lack, BatchNorm's
     ``num_batches_tracked`` counters, are set to 0.
     """
-    from lvmmed.weights import load_pretrained
-
     with torch.device("meta"):
         model = build_architecture(name, in_chans, img_size)
     model.to_empty(device="cpu")

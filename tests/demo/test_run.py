@@ -47,3 +47,32 @@ def test_main_rejects_an_unknown_key_with_exit_2(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "no_such_key" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_failing_stage_is_one_error_line_with_exit_1(tmp_path, capsys):
+    from demo.run import _python_all
+    from lvmmed.errors import run_cli
+
+    log = tmp_path / "logs" / "stage.log"
+    code = run_cli(lambda _: _python_all([("no_such_module_for_the_demo", [], log)], parallel=False), [], "demo")
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "failed with exit code 1" in err[0] and str(log) in err[0]
+    assert "No module named no_such_module_for_the_demo" in log.read_text()
+
+
+def test_readme_excerpt_is_written_from_the_report_and_states_the_pretraining_seeds(tmp_path):
+    from demo.run import write_excerpt
+    from lvmmed.markers import read_block
+
+    report = tmp_path / "report.md"
+    report.write_text("# R\n\n## Did our pretraining help? (x)\n\n| a |\n|---|\n| 0.5 |\n\n## Results per task\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("top\n<!-- demo-excerpt:start -->\nold numbers\n<!-- demo-excerpt:end -->\nbottom\n")
+    cfg = load_config(DemoConfig, overrides=["seeds=[0,1,2]", "readme=README.md"])
+    write_excerpt(cfg, report, 300.0, readme)
+    block = read_block(readme, "demo-excerpt")
+    assert "old numbers" not in block and "| 0.5 |" in block and "Results per task" not in block
+    assert "**1 pretraining run per loss**" in block and "3 downstream seeds" in block
+    assert readme.read_text().startswith("top\n") and readme.read_text().endswith("bottom\n")
+    assert "pretrain_extra" in cfg.pretrain_sets and not any(s.startswith("colin27") for s in cfg.pretrain_sets)

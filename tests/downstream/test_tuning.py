@@ -142,7 +142,7 @@ def test_chunked_trainer_equals_one_pass(mni_task):
 
 
 def test_run_selects_on_val_and_evaluates_test_once(bundled_shards, tmp_path, monkeypatch):
-    from downstream import run, tuning
+    from downstream import fitting, run, tuning
 
     data_root = str(next(iter(bundled_shards.values())).parent)
     seen_splits, evaluated = [], []
@@ -152,11 +152,11 @@ def test_run_selects_on_val_and_evaluates_test_once(bundled_shards, tmp_path, mo
         seen_splits.append(sorted(xs))
         return real_tune(method, cfg, xs, ys, out)
 
-    def spy_evaluate(method, x, y, cfg):
+    def spy_evaluate(method, x, y, cfg, *args):
         evaluated.append(len(y))
-        return real_evaluate(method, x, y, cfg)
+        return real_evaluate(method, x, y, cfg, *args)
 
-    monkeypatch.setattr(run, "tune", spy_tune)
+    monkeypatch.setattr(fitting, "tune", spy_tune)
     monkeypatch.setattr(run, "evaluate_split", spy_evaluate)
     cfg = load_config(DownstreamConfig, overrides=[
         "task=tissue", "method=vpt-deep", "vpt.num_tokens=2", "backbone=vit_tiny", "img_size=32", "max_per_class=12",

@@ -4,6 +4,7 @@ export round trip."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lvmmed.errors import OutputError
 from pretrain import checkpoint as ckpt
 
 
@@ -84,15 +86,16 @@ def test_crash_during_checkpoint_write_resumes_from_previous(tmp_path, mni, run_
     def write_then_die(directory, *a, **kw):
         calls.append(directory)
         if len(calls) == 2:  # the step-4 checkpoint: model/optimizer already written, marker not yet
-            raise OSError("No space left on device (simulated)")
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         return real_write(directory, *a, **kw)
 
     monkeypatch.setattr(ckpt, "write_trainer_state", write_then_die)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(OutputError, match="checkpoint_00000002 is intact"):
         run_pretrain(tiny_overrides(out, mni, *args))
     root = ckpt.checkpoints_root(out)
-    assert (root / "checkpoint_00000004.tmp" / "model.safetensors").is_file()
+    assert not (root / "checkpoint_00000004.tmp").exists()  # the partial save gave its space back
     assert [p.name for p in ckpt.complete_checkpoints(out)] == ["checkpoint_00000002"]
+    assert ckpt.checkpoint_problem(root / "checkpoint_00000002") is None
 
     monkeypatch.setattr(ckpt, "write_trainer_state", real_write)
     result = run_pretrain(tiny_overrides(out, mni, *args))
@@ -107,9 +110,27 @@ def test_crash_during_checkpoint_write_resumes_from_previous(tmp_path, mni, run_
     assert (root / "checkpoint_00000004" / "trainer_state.json").stat().st_mtime_ns == before
 
 
-def test_nonfinite_batch_is_skipped_and_counted(tmp_path, mni, run_pretrain, tiny_overrides):
+def _inject_nonfinite(monkeypatch, steps: set[int]) -> None:
+    """Test-only fault injection: the batches of the given optimiser steps become NaN (one forward per step)."""
+    from pretrain.meta_arch import SSLMetaArch
+
+    real_forward = SSLMetaArch.forward
+    calls = []
+
+    def forward(self, view0, view1):
+        if self.training:
+            calls.append(1)
+            if len(calls) - 1 in steps:
+                view0 = torch.full_like(view0, float("nan"))
+        return real_forward(self, view0, view1)
+
+    monkeypatch.setattr(SSLMetaArch, "forward", forward)
+
+
+def test_nonfinite_batch_is_skipped_and_counted(tmp_path, mni, run_pretrain, tiny_overrides, monkeypatch):
     out = tmp_path / "run"
-    result = run_pretrain(tiny_overrides(out, mni, "max_steps=3", "checkpoint_every=0", "inject_nonfinite_steps=[1]"))
+    _inject_nonfinite(monkeypatch, {1})
+    result = run_pretrain(tiny_overrides(out, mni, "max_steps=3", "checkpoint_every=0"))
     assert result["step"] == 3 and result["nonfinite_total"] == 1
     rows = {int(r["step"]): r for r in csv.DictReader((out / "metrics.csv").open())}
     assert float(rows[1]["nonfinite_skips"]) == 0 and float(rows[2]["nonfinite_skips"]) == 1
@@ -120,14 +141,13 @@ def test_nonfinite_batch_is_skipped_and_counted(tmp_path, mni, run_pretrain, tin
         assert torch.isfinite(value.float()).all(), key
 
 
-def test_nonfinite_in_a_row_aborts_naming_the_term(tmp_path, mni, run_pretrain, tiny_overrides):
+def test_nonfinite_in_a_row_aborts_naming_the_term(tmp_path, mni, run_pretrain, tiny_overrides, monkeypatch):
     from pretrain.__main__ import NonFiniteLossError
 
     out = tmp_path / "run"
+    _inject_nonfinite(monkeypatch, {0, 1})
     with pytest.raises(NonFiniteLossError, match="loss_hamming"):
-        run_pretrain(
-            tiny_overrides(out, mni, "max_steps=5", "max_nonfinite_in_a_row=2", "inject_nonfinite_steps=[0,1]")
-        )
+        run_pretrain(tiny_overrides(out, mni, "max_steps=5", "max_nonfinite_in_a_row=2"))
 
 
 def test_export_round_trip(tmp_path, mni, run_pretrain, tiny_overrides):

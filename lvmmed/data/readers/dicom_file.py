@@ -10,6 +10,9 @@ Choices (attributes as defined in DICOM PS3.3, https://dicom.nema.org/medical/di
   HU, ``meta["rescaled_to_hu"] = True``) and for other quantitative modalities (MR, NM, PT), but never for
   projection X-ray / US / SEG, whose rescale is not a physical unit (fastai2#144).
 * ``MONOCHROME1`` is inverted so that larger values are always brighter (``meta["inverted_monochrome1"]``).
+* Decode limits (:mod:`lvmmed.data.readers.limits`): Rows x Columns x NumberOfFrames x SamplesPerPixel x
+  BitsAllocated is checked before ``pixel_array`` allocates anything, so a small compressed file declaring a huge
+  image is refused with a per-file failure naming the limit.
 * Colour: pydicom converts YBR to RGB while decoding (``as_rgb=True``); palette colour goes through
   :func:`pydicom.pixels.apply_color_lut`; output colour is uint8 RGB.
 """
@@ -27,6 +30,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 from pydicom.uid import MediaStorageDirectoryStorage
 
+from lvmmed.data.readers.limits import DecodeLimits, resolve_limits
 from lvmmed.data.readers.record import ReaderError, UnsupportedTransferSyntaxError
 
 NO_RESCALE_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "XA", "RF", "US", "SEG", "OT", "SC", "ES", "XC"})
@@ -88,6 +92,21 @@ def check_decodable(ds: Dataset, path: str | Path) -> None:
         raise UnsupportedTransferSyntaxError(path, syntax.name, hint)
 
 
+def check_declared_size(ds: Dataset, path: str | Path, limits: DecodeLimits | None = None) -> None:
+    """Checks the header's declared pixel count and decoded size against the decode limits (before decoding)."""
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError) as err:
+        raise ReaderError(path, f"unreadable image size in the header: {err}") from err
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        bits = max(bits, 32)
+    # pixel_array decodes to float64 when a rescale/LUT applies later; the limit is on the raw decoded buffer.
+    resolve_limits(limits).check(path, rows, cols, frames, samples * max(1, (bits + 7) // 8))
+
+
 def _group_item(ds: Dataset, frame: int, sequence: str, keyword: str) -> Any:
     """Looks a functional-group attribute up per frame, then in the shared groups, then at the top level."""
     for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
@@ -127,7 +146,8 @@ def _to_uint8_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb / scale), 0, 255).astype(np.uint8)
 
 
-def _identity(ds: Dataset) -> dict[str, str]:
+def identity_fields(ds: Dataset) -> dict[str, str]:
+    """The raw identifiers of a header (patient, study, series, instance), for pseudonymisation only."""
     pairs = {
         "patient_id": "PatientID",
         "patient_name": "PatientName",
@@ -182,13 +202,15 @@ def _rescale(ds: Dataset, frames: np.ndarray, modality: str) -> tuple[np.ndarray
     return (out, True) if applied else (frames, False)
 
 
-def decode_file(path: str | Path, force: bool = False) -> DicomFile:
+def decode_file(path: str | Path, force: bool = False, limits: DecodeLimits | None = None) -> DicomFile:
     """Reads and decodes one DICOM file.
+
+    ``limits`` bounds the declared size before decoding (default: :meth:`DecodeLimits.from_env`).
 
     Raises:
         NotAnImageError: valid DICOM without pixel data (DICOMDIR, structured report, ...).
         UnsupportedTransferSyntaxError: compressed pixel data without an installed decoder plugin.
-        ReaderError: anything else (corrupt, truncated, constant pixels, undecodable).
+        ReaderError: anything else (corrupt, truncated, constant pixels, undecodable, over a decode limit).
     """
     ds = read_dataset(path, force=force)
     if ds.get("SOPClassUID") == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in ds:
@@ -200,6 +222,7 @@ def decode_file(path: str | Path, force: bool = False) -> DicomFile:
             raise ReaderError(path, f"image object ({sop}) without pixel data: truncated or corrupt file")
         raise NotAnImageError(path, f"no pixel data ({sop})")
     check_decodable(ds, path)
+    check_declared_size(ds, path, limits)
     try:
         array = np.asarray(ds.pixel_array)  # YBR -> RGB conversion is pydicom's default (as_rgb=True)
     except Exception as err:  # broad on purpose: decoder plugins raise many types; report them all per file
@@ -250,5 +273,5 @@ def decode_file(path: str | Path, force: bool = False) -> DicomFile:
         orientations=orientations,
         pixel_spacing=spacing,
         meta=meta,
-        identity=_identity(ds),
+        identity=identity_fields(ds),
     )

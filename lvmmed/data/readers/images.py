@@ -10,15 +10,21 @@ Two layouts:
 ``"auto"`` picks ``"pairs"`` when ``images/`` and ``masks/`` exist, else ``"classes"`` when ``root`` has
 sub-folders with images. EXIF orientation is applied (``ImageOps.exif_transpose``). Grey images stay (H, W),
 everything else becomes uint8 RGB (H, W, 3); 16-bit grey PNGs keep their dtype.
+
+Decode limits (:mod:`lvmmed.data.readers.limits`): the header's size is checked before the pixels are decoded
+(``Image.open`` reads only the header; ``load`` decodes), and Pillow's own decompression-bomb guard stays on
+(``Image.DecompressionBombError`` and its warning are both turned into a per-file failure).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lvmmed.data.readers.limits import DecodeLimits, resolve_limits
 from lvmmed.data.readers.record import ImageRecord, ReaderError, check_not_constant
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -31,17 +37,31 @@ def _files(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     )
 
 
-def load_image(path: str | Path, as_mask: bool = False) -> np.ndarray:
-    """Loads one image as (H, W) grey or (H, W, 3) uint8 RGB; masks as an integer (H, W) array."""
+def load_image(path: str | Path, as_mask: bool = False, limits: DecodeLimits | None = None) -> np.ndarray:
+    """Loads one image as (H, W) grey or (H, W, 3) uint8 RGB; masks as an integer (H, W) array.
+
+    Raises:
+        ReaderError: unreadable, truncated or not an image, or its declared size is over a decode limit.
+    """
+    limits = resolve_limits(limits)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if as_mask:
-                arr = np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "LA") else img)
-            elif img.mode in ("L", "I;16", "I;16B", "I", "F"):
-                arr = np.asarray(img)
-            else:
-                arr = np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                frames = int(getattr(img, "n_frames", 1) or 1)
+                limits.check(path, height, width, 1, max(1, len(img.getbands())) * (2 if "16" in img.mode else 1))
+                if frames > limits.max_frames:
+                    raise ReaderError(path, f"declares {frames} frames, over the decode limit max_frames")
+                img = ImageOps.exif_transpose(img)
+                if as_mask:
+                    arr = np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "LA") else img)
+                elif img.mode in ("L", "I;16", "I;16B", "I", "F"):
+                    arr = np.asarray(img)
+                else:
+                    arr = np.asarray(img.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ReaderError(path, f"over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): {err}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ReaderError(path, f"not a readable image: {type(err).__name__}: {err}") from err
     if as_mask:

@@ -6,6 +6,11 @@
 resampling labels silently is a data-prep decision, not a reader's.
 4-D images keep one volume (``volume_index``, default 0; the choice matters little for pretraining slices and is
 configurable). NIfTI has no modality tag, so callers pass ``modality``; CT NIfTI is taken to be in HU.
+
+Before any voxel is read, the header is checked: the declared shape x dtype against the decode limits
+(:mod:`lvmmed.data.readers.limits`) and, for uncompressed files, against the file size (a truncated file is named
+as such); a zero voxel size or a singular affine is refused with a reason that says so (reorienting would fail
+with an obscure "Cannot drop coordinates").
 """
 
 from __future__ import annotations
@@ -15,16 +20,58 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from lvmmed.data.readers.limits import DecodeLimits, resolve_limits
 from lvmmed.data.readers.record import ImageRecord, ReaderError, check_not_constant
 
 
-def _load(path: str | Path):
+def _load(path: str | Path, limits: DecodeLimits | None = None):
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except FileNotFoundError as err:
         raise ReaderError(path, "no such file") from err
     except Exception as err:  # broad on purpose: nibabel raises ImageFileError, EOFError, zlib errors, ...
         raise ReaderError(path, f"not a readable NIfTI/nibabel image: {type(err).__name__}: {err}") from err
+    check_header(img, path, limits)
+    return img
+
+
+def check_header(img, path: str | Path, limits: DecodeLimits | None = None) -> None:
+    """Declared size vs decode limits and file size; zero voxel size / singular affine (before reading voxels)."""
+    shape = tuple(int(n) for n in img.shape)
+    itemsize = np.dtype(img.get_data_dtype()).itemsize
+    if len(shape) >= 2:
+        limit = resolve_limits(limits)
+        per_volume = shape[2] if len(shape) > 2 else 1
+        limit.check(path, shape[0], shape[1], per_volume, itemsize)
+        total = int(np.prod(shape, dtype=np.int64)) * itemsize
+        if total > limit.max_bytes:
+            gib, cap = total / 2**30, limit.max_bytes / 2**30
+            reason = (
+                f"declares {shape} x {itemsize} bytes = {gib:.2f} GiB, over the decode limit max_bytes={cap:.2f} GiB"
+            )
+            raise ReaderError(path, reason + "; refused before decoding")
+        file = Path(str(path))
+        offset = getattr(img.header, "get_data_offset", lambda: None)()
+        if file.suffix.lower() == ".nii" and offset is not None and file.is_file():
+            needed = int(offset) + total
+            if file.stat().st_size < needed:
+                declared = f"{shape} {img.get_data_dtype()} voxels ({needed:,} bytes with the header)"
+                raise ReaderError(
+                    path, f"truncated: the header declares {declared}, the file holds {file.stat().st_size:,}"
+                )
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    linear = np.asarray(img.affine, dtype=np.float64)[:3, :3]
+    if (
+        any(z == 0 or not np.isfinite(z) for z in zooms)
+        or not np.isfinite(linear).all()
+        or abs(np.linalg.det(linear)) < 1e-12
+    ):
+        raise ReaderError(
+            path,
+            f"singular affine / zero voxel size (voxel sizes {zooms}, affine determinant "
+            f"{np.linalg.det(linear) if np.isfinite(linear).all() else float('nan'):.3g}): the header's geometry is "
+            "broken; fix pixdim and the qform/sform (nibabel: header.set_zooms, img.set_sform) and convert again",
+        )
 
 
 def _canonical_array(img, path, volume_index: int | None) -> tuple[np.ndarray, object]:

@@ -19,8 +19,9 @@ from pydicom.uid import SegmentationStorage
 from lvmmed.data.readers.dicom_file import (
     _floats,
     _group_item,
-    _identity,
+    check_declared_size,
     check_decodable,
+    identity_fields,
     read_dataset,
     technical_meta,
 )
@@ -55,6 +56,7 @@ def read_dicom_seg(path: str | Path, fractional_threshold: float = 0.5, force: b
     if ds.get("SOPClassUID") != SegmentationStorage:
         raise ReaderError(path, f"not a DICOM-SEG object (SOP class {getattr(ds.get('SOPClassUID'), 'name', None)})")
     check_decodable(ds, path)
+    check_declared_size(ds, path)
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as err:  # broad on purpose: report any decoder failure with the file name
@@ -78,7 +80,7 @@ def read_dicom_seg(path: str | Path, fractional_threshold: float = 0.5, force: b
 
     meta = technical_meta(ds, path)
     meta.update(modality="SEG", mask_labels=mask_labels, segmentation_type=str(ds.get("SegmentationType", "")))
-    identity = _identity(ds)
+    identity = identity_fields(ds)
     referenced = ds.get("ReferencedSeriesSequence")
     if referenced and referenced[0].get("SeriesInstanceUID"):
         identity["referenced_series_uid"] = str(referenced[0].SeriesInstanceUID)

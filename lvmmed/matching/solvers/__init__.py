@@ -26,11 +26,14 @@ class SolverSpec:
         name: ``"factorized"`` | ``"pygmtools"`` | ``"hungarian"``.
         method: for ``factorized``: ``"ipfp"`` | ``"rrwm"``; for ``pygmtools``: ``"rrwm"`` | ``"ipfp"`` | ``"sm"``.
         max_iter: IPFP steps (factorized) or solver iterations (pygmtools).
+        warm_start: the black-box backward re-solve of a ``factorized`` spec starts IPFP from the forward
+            solution X̂ instead of solving from scratch (``lvmmed.matching.blackbox``).
     """
 
     name: str = "factorized"
     method: str = "ipfp"
     max_iter: int = 50
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in SOLVERS:

@@ -103,6 +103,45 @@ class TestGraphMatchingLoss:
         assert loss.dtype == torch.float32 and z0.grad.dtype == torch.bfloat16
 
 
+class TestPaperLossAndNamedOptions:
+    def test__default_is_the_paper_loss_without_auxiliary_term(self):
+        z0, z1 = _views()
+        loss, info = GraphMatchingLoss(16)(z0, z1)
+        assert info["loss_aux"] == 0.0
+        assert loss.item() == pytest.approx(info["loss_hamming"])
+
+    def test__infonce_is_a_named_option_and_can_stand_alone(self):
+        z0, z1 = _views()
+        loss, info = GraphMatchingLoss(16, aux="infonce", aux_weight=0.5)(z0, z1)
+        assert info["loss_aux"] > 0
+        assert loss.item() == pytest.approx(info["loss_hamming"] + 0.5 * info["loss_aux"], rel=1e-5)
+        alone, info_alone = GraphMatchingLoss(16, aux="infonce", aux_weight=1.0, hamming_weight=0.0)(z0, z1)
+        assert alone.item() == pytest.approx(info_alone["loss_aux"], rel=1e-5)
+        with pytest.raises(ValueError, match="needs an auxiliary term"):
+            GraphMatchingConfig(hamming_weight=0.0)
+        with pytest.raises(ValueError, match="aux must be one of"):
+            GraphMatchingConfig(aux="ntxent")
+
+    def test__batch_node_norm_standardises_and_removes_a_shared_offset(self):
+        from lvmmed.matching.affinity import batch_standardize
+
+        z0, z1 = _views(n=16)
+        hs, ht = batch_standardize(z0, z1)
+        both = torch.cat([hs, ht])
+        assert torch.allclose(both.mean(0), torch.zeros(16), atol=1e-5)
+        assert torch.allclose(both.var(0, unbiased=False), torch.ones(16), atol=1e-3)
+        shifted = batch_standardize(z0 + 25.0, z1 + 25.0)
+        assert torch.allclose(shifted[0], hs, atol=1e-3) and torch.allclose(shifted[1], ht, atol=1e-3)
+        loss, info = GraphMatchingLoss(16, node_norm="batch")(z0, z1)
+        assert torch.isfinite(loss) and 0 <= info["match_acc"] <= 1
+
+    def test__local_term_is_reported_as_used(self):
+        z0, z1 = _views(n=8)
+        f0, f1 = torch.randn(8, 4, 3, 3), torch.randn(8, 4, 3, 3)
+        assert GraphMatchingLoss(16, local_weight=0.5)(z0, z1, f0, f1)[1]["local_used"] == 1.0
+        assert GraphMatchingLoss(16, local_weight=0.5)(z0, z1)[1]["local_used"] == 0.0
+
+
 class TestConfigAndBaselines:
     def test__config_from_overrides_and_validation(self):
         cfg = load_config(LossConfig, overrides=["graph_matching.k=4", "graph_matching.solver=hungarian"])

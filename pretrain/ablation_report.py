@@ -1,0 +1,222 @@
+"""Statistics and the Markdown report of a pretraining ablation (``pretrain.ablation``).
+
+Per evaluation (task/method) and variant: mean ± sample std over pretraining seeds and the Student-t 95% CI of
+the mean (honest at 3–5 seeds). Every variant is compared with the reference on the *same* seeds: the mean paired
+difference, its t 95% CI and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``). Cells that failed or
+have not run yet are left out and counted; a report with missing cells says "partial" in its first line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretrain.ablation_config import AblationConfig
+
+METRIC = "accuracy"
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float, float]:
+    """(mean, std, ci_low, ci_high) with the Student-t 95% interval; NaN bounds below 2 values."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(x) - 1)) * std / math.sqrt(len(x))
+    return mean, std, mean - half, mean + half
+
+
+def paired(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
+    """Paired difference (variant − reference) over the seeds both have."""
+    from scipy import stats
+
+    seeds = sorted(set(values) & set(reference))
+    diffs = [values[s] - reference[s] for s in seeds]
+    mean, _std, low, high = t_interval(diffs)
+    p = math.nan
+    if len(seeds) >= 2 and np.std(diffs) > 0:
+        p = float(stats.ttest_rel([values[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
+    return {"n": len(seeds), "diff": mean, "ci": [low, high], "p": p}
+
+
+def collect(cfg: AblationConfig, harness: Any) -> dict[str, Any]:
+    """Gathers the cell records into ``{evals: {key: {variant: {seed: acc}}}, pretrain: {variant: [...]}}``."""
+    evals: dict[str, dict[str, dict[int, float]]] = {e.key: {} for e in cfg.evals}
+    pretrain: dict[str, list[dict[str, Any]]] = {}
+    missing = []
+    for cell in harness.cells:
+        pre = harness.done(cell, "pretrain")
+        if pre and cell.variant.source != "random":
+            pretrain.setdefault(cell.variant.name, []).append({"seed": cell.seed, **pre})
+        for spec in cfg.evals:
+            rec = harness.done(cell, spec.key)
+            if rec and rec.get("metrics") and rec["metrics"].get(METRIC) is not None:
+                evals[spec.key].setdefault(cell.variant.name, {})[cell.seed] = float(rec["metrics"][METRIC])
+            else:
+                missing.append(f"{cell.id} {spec.key}")
+    return {"evals": evals, "pretrain": pretrain, "missing": missing}
+
+
+def summarize(cfg: AblationConfig, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, by_variant in data["evals"].items():
+        ref = by_variant.get(cfg.reference, {})
+        rows = {}
+        for v in cfg.variants:
+            vals = by_variant.get(v.name, {})
+            mean, std, low, high = t_interval(list(vals.values()))
+            rows[v.name] = {"n": len(vals), "values": vals, "mean": mean, "std": std, "ci": [low, high]}
+            if v.name != cfg.reference:
+                rows[v.name]["vs_reference"] = paired(vals, ref)
+        out[key] = rows
+    return out
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _signed(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:+.3f}"
+
+
+def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
+    """Plain-language checks of the reference against the baselines on the headline evaluation."""
+    rows = summary[cfg.headline]
+    ref_label = next(v.label for v in cfg.variants if v.name == cfg.reference)
+    lines = []
+    for name in cfg.baselines:
+        label = next(v.label for v in cfg.variants if v.name == name)
+        cmp = rows[name]["vs_reference"]
+        d = -cmp["diff"]  # reference − baseline
+        lo, hi = (-cmp["ci"][1], -cmp["ci"][0])
+        if cmp["n"] == 0:
+            lines.append(f"- {ref_label} vs {label}: no paired seeds yet.")
+            continue
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
+        lines.append(
+            f"- {ref_label} − {label} on {cfg.headline}: {_signed(d)} (95% CI {_signed(lo)} … {_signed(hi)}, "
+            f"p = {_f(cmp['p'])}, {cmp['n']} pretraining seeds): **{verdict}** at equal steps, batch and data."
+        )
+    return lines
+
+
+def pool_line(cfg: AblationConfig) -> str:
+    """The pretraining pool read from the shard manifests: ``set train-count`` per set and the total."""
+    from lvmmed.config import load_config
+    from pretrain.config import PretrainConfig
+
+    try:
+        pre = load_config(PretrainConfig, cfg.pretrain_config, cfg.pretrain_overrides)
+    except Exception as err:  # the report must still be written; say why the pool is unknown
+        return f"Pretraining pool: unknown ({err})."
+    parts, total = [], 0
+    for root in pre.data.shards:
+        manifests = [Path(root) / "manifest.json"] if (Path(root) / "manifest.json").is_file() else []
+        manifests = manifests or sorted(Path(root).glob("*/manifest.json"))
+        for manifest in manifests:
+            counts = json.loads(manifest.read_text()).get("counts", {})
+            n = sum(int(counts.get(split, 0)) for split in pre.data.splits)
+            parts.append(f"{manifest.parent.name} {n}")
+            total += n
+    sets = ", ".join(parts) or "no manifests found"
+    return f"Pretraining pool ({'+'.join(pre.data.splits)} splits): {sets}; {total} images."
+
+
+def markdown(cfg: AblationConfig, data: dict[str, Any], summary: dict[str, Any], command: str) -> str:
+    total = len(cfg.variants) * len(cfg.seeds) * len(cfg.evals)
+    done = total - len(data["missing"])
+    status = "complete" if not data["missing"] else f"**partial: {done} of {total} evaluations finished**"
+    lines = [
+        f"Ablation `{cfg.name}`: {len(cfg.variants)} variants × pretraining seeds {cfg.seeds} ({status}). "
+        f"Metric: test {METRIC}, mean ± std over pretraining seeds, Student-t 95% CI; Δ = variant − "
+        f"`{cfg.reference}` paired over the same seeds (paired t-test p).",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Pretraining: `{cfg.pretrain_config}` + `{' '.join(cfg.pretrain_overrides) or '(no overrides)'}`.",
+        "",
+        pool_line(cfg),
+        "",
+    ]
+    lines += [*headline_lines(cfg, summary), ""]
+    for key, rows in summary.items():
+        lines += [
+            f"**{key}**",
+            "",
+            "| variant | n | mean ± std | 95% CI | Δ vs ref | Δ 95% CI | p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for v in cfg.variants:
+            r = rows[v.name]
+            cmp = r.get("vs_reference")
+            delta = (
+                (_signed(cmp["diff"]), f"{_signed(cmp['ci'][0])} … {_signed(cmp['ci'][1])}", _f(cmp["p"]))
+                if cmp
+                else ("ref", "", "")
+            )
+            lines.append(
+                f"| {v.label} | {r['n']} | {_f(r['mean'])} ± {_f(r['std'])} | {_f(r['ci'][0])} … {_f(r['ci'][1])} | "
+                + " | ".join(delta)
+                + " |"
+            )
+        lines.append("")
+    lines += [
+        "**Pretraining** (last logged row; mean over seeds)",
+        "",
+        "| variant | what | seeds | final loss | final match_acc | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in cfg.variants:
+        runs = data["pretrain"].get(v.name, [])
+        if v.source == "random":
+            lines.append(f"| {v.label} | {v.note or 'random init'} | – | – | – | – |")
+            continue
+        loss = [r["train"].get("loss", math.nan) for r in runs if r.get("train")]
+        acc = [r["train"].get("match_acc", math.nan) for r in runs if r.get("train")]
+        minutes = [r.get("seconds", math.nan) / 60 for r in runs]
+        means = [float(np.nanmean(x)) if x else math.nan for x in (loss, acc, minutes)]
+        lines.append(
+            f"| {v.label} | {v.note or ' '.join(v.overrides) or 'base config'} | {len(runs)} | "
+            f"{_f(means[0])} | {_f(means[1])} | {_f(means[2], 1)} |"
+        )
+    lines += ["", f"Machine: {platform.machine()}, {platform.system()}; timings are wall times on a shared machine."]
+    if data["missing"]:
+        lines += [
+            "",
+            f"Missing ({len(data['missing'])}): "
+            + ", ".join(data["missing"][:20])
+            + (" …" if len(data["missing"]) > 20 else ""),
+        ]
+    return "\n".join(lines)
+
+
+def write_reports(cfg: AblationConfig, harness: Any, command: str) -> dict[str, Path]:
+    """Writes ``results.json`` and ``report.md`` under ``output_dir`` and the ``report`` block, if configured."""
+    from lvmmed.markers import write_block
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = collect(cfg, harness)
+    summary = summarize(cfg, data)
+    body = markdown(cfg, data, summary, command)
+    (out / "results.json").write_text(
+        json.dumps({"summary": summary, "missing": data["missing"]}, indent=1, default=float)
+    )
+    report = out / "report.md"
+    report.write_text(f"# Ablation {cfg.name}\n\n{body}\n")
+    if cfg.report:
+        write_block(cfg.report, cfg.report_block, body)
+    return {"report": report, "results": out / "results.json"}

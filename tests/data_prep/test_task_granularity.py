@@ -1,0 +1,51 @@
+"""The speed levers change no output byte: axis tasks vs volume tasks, tar members encoded in the workers and
+hashed while written (identical to ``webdataset.TarWriter`` bytes and to ``sha256`` of the file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import webdataset as wds
+
+from data_prep import plan_volumes
+from data_prep.writer import TAR_MTIME, EncodedSample, ShardSetWriter
+from lvmmed.data import samples
+from lvmmed.data.shards import load_manifest, sha256_file
+
+
+def _shard_bytes(out):
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.tar"))}
+
+
+def test_axis_tasks_write_the_same_shards_as_volume_tasks(tmp_path, convert_folder, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(samples.path("t1_anatomical"), src / "a.nii")
+    shutil.copy(samples.path("epi_4d"), src / "b.nii.gz")
+    opts = dict(modality="MR", axes=[0, 1, 2], image_size=16, name="g", shard_maxcount=20, workers=2)
+    split = convert_folder(src, tmp_path / "axis", "nifti", **opts)
+    assert split.n_tasks == 6  # 2 volumes x 3 axes (fewer than AXIS_TASKS_BELOW volumes)
+    monkeypatch.setattr(plan_volumes, "AXIS_TASKS_BELOW", 1)
+    whole = convert_folder(src, tmp_path / "volume", "nifti", **opts)
+    assert whole.n_tasks == 2
+    assert _shard_bytes(tmp_path / "axis") == _shard_bytes(tmp_path / "volume")
+    assert load_manifest(tmp_path / "axis").data["counts"] == load_manifest(tmp_path / "volume").data["counts"]
+
+
+def test_writer_bytes_and_hash_match_webdataset_and_the_file(tmp_path):
+    batch = [EncodedSample(f"k{i:03d}", "train", {"image.npy": os.urandom(700 + 97 * i), "meta.json": b"{}"})
+             for i in range(9)]  # fmt: skip
+    with wds.ShardWriter(str(tmp_path / "ref-%06d.tar"), maxcount=4, encoder=False, mtime=TAR_MTIME,
+                         user="lvmmed", group="lvmmed", verbose=0) as sink:  # fmt: skip
+        for s in batch:
+            sink.write({"__key__": s.key, **s.members})
+    writer = ShardSetWriter(tmp_path / "ours", "fp", maxcount=4)
+    for s in batch:
+        writer.write(EncodedSample(s.key, s.split, dict(s.members)).pack())  # packed as a worker packs it
+    records = writer.close()
+    assert [r["count"] for r in records] == [4, 4, 1]
+    for k, record in enumerate(records):
+        ours = tmp_path / "ours" / record["name"]
+        assert ours.read_bytes() == (tmp_path / f"ref-{k:06d}.tar").read_bytes()
+        assert record["sha256"] == sha256_file(ours) and record["bytes"] == ours.stat().st_size

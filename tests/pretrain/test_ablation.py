@@ -1,0 +1,89 @@
+"""The ablation harness end to end on a tiny budget: 2 variants × 1 seed, real pretraining and a real probe."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from lvmmed.markers import read_block
+from pretrain import ablation
+from pretrain.ablation_config import AblationConfig, VariantSpec
+from pretrain.ablation_report import paired, t_interval
+
+TINY_PRETRAIN = [
+    "max_steps=2", "augment.size=32", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=20",
+    "data.shuffle_initial=5", "model.proj_hidden_dim=32", "model.proj_output_dim=16",
+    "loss.graph_matching.mp_hidden=16", "loss.graph_matching.k=3", "optim.warmup_steps=1", "trackers=[]",
+    "checkpoint_every=2", "log_every=1",
+]  # fmt: skip
+
+
+def _config(tmp_path, shards: dict) -> dict:
+    return {
+        "name": "test",
+        "output_dir": str(tmp_path / "run"),
+        "pretrain_overrides": [*TINY_PRETRAIN, f"data.shards=[{shards['mni152']}]"],
+        "data_root": str(shards["mni152"].parent),
+        "downstream_overrides": ["bootstrap=0", "save_delta=false", "max_per_class=12", "linear.c_grid=[1.0]"],
+        "variants": [{"name": "paper_gm"}, {"name": "random", "source": "random"}],
+        "evals": [{"task": "tissue", "method": "linear", "config": "configs/downstream/tissue.yaml"}],
+        "seeds": [0],
+        "baselines": ["random"],
+        "headline": "tissue/linear",
+        "workers": 1,
+        "report": str(tmp_path / "page.md"),
+    }
+
+
+@pytest.mark.slow
+def test__harness_runs_resumes_and_writes_the_report_block(tmp_path, bundled_shards, capsys):
+    (tmp_path / "page.md").write_text("intro\n<!-- ablation:start -->\n<!-- ablation:end -->\nend\n")
+    config = tmp_path / "ablation.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, bundled_shards)))
+    assert ablation.main(["--config", str(config)]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    rows = results["summary"]["tissue/linear"]
+    assert rows["paper_gm"]["n"] == 1 and rows["random"]["n"] == 1
+    assert 0.0 <= rows["paper_gm"]["mean"] <= 1.0 and results["missing"] == []
+    block = read_block(tmp_path / "page.md", "ablation")
+    assert "python -m pretrain.ablation --config" in block and "| paper_gm |" in block
+    assert (tmp_path / "page.md").read_text().startswith("intro\n") and "complete" in block
+    # a rerun skips every finished cell: no new pretraining, same numbers
+    assert "pending 0 pretraining runs" not in capsys.readouterr().out
+    assert ablation.main(["--config", str(config)]) == 0
+    assert "pending 0 pretraining runs (2 steps) and 0 evaluations" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["summary"]["tissue/linear"] == rows
+
+
+def test__bad_config_exits_2(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"variants": [{"name": "a"}], "reference": "missing"}))
+    assert ablation.main(["--config", str(config)]) == 2
+    assert "reference" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no pretraining overrides"):
+        VariantSpec(name="r", source="random", overrides=["max_steps=1"])
+    with pytest.raises(ValueError, match="unique"):
+        AblationConfig(variants=[VariantSpec(name="a"), VariantSpec(name="a")], reference="a")
+
+
+def test__paired_statistics():
+    mean, std, low, high = t_interval([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1) and low < 0.6 < high
+    assert high - mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    cmp = paired({0: 0.6, 1: 0.7, 2: 0.9}, {0: 0.5, 1: 0.5, 2: 0.6})
+    assert cmp["n"] == 3 and cmp["diff"] == pytest.approx(0.2) and cmp["ci"][0] < 0.2 < cmp["ci"][1]
+    assert 0 < cmp["p"] < 1
+    assert paired({0: 0.6}, {1: 0.5})["n"] == 0
+
+
+def test__report_states_the_pretraining_pool_from_the_manifests(tmp_path):
+    from pretrain.ablation_report import pool_line
+
+    for name, train in (("a", 5), ("b", 7)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"counts": {"train": train, "val": 1, "test": 1}}))
+    cfg = AblationConfig(pretrain_overrides=[f"data.shards=[{tmp_path}]"])
+    assert pool_line(cfg) == "Pretraining pool (train splits): a 5, b 7; 12 images."
