@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from downstream.tuning import TuningConfig
 from lvmmed.config import check_choice
 
 SPLIT_MODES = ("shard", "group", "random", "official")
@@ -136,6 +137,7 @@ class MoVLConfig:
         schedule: ``joint``, ``lp_then_vp`` or ``vp_then_lp`` (sequential phases).
         first_phase_frac: Step fraction of the first phase of a sequential schedule.
         prompter: ``pad``, ``fixed`` or ``random`` (sizes and lr from ``vp``).
+        prompt_init: ``zeros`` (the untrained model equals the LP probe it starts from) or ``randn`` (Bahng).
     """
 
     weight: float = 1.0
@@ -145,8 +147,10 @@ class MoVLConfig:
     schedule: str = "joint"
     first_phase_frac: float = 0.5
     prompter: str = "pad"
+    prompt_init: str = "zeros"
 
     def __post_init__(self) -> None:
+        check_choice(self.prompt_init, ("randn", "zeros"), "movl.prompt_init")
         check_choice(self.discrepancy, ("mse", "cos", "kl"), "movl.discrepancy")
         check_choice(self.space, ("feature", "logit"), "movl.space")
         check_choice(self.init, ("lp", "random"), "movl.init")
@@ -158,11 +162,30 @@ class MoVLConfig:
 
 @dataclass
 class VPTConfig:
-    """Visual Prompt Tuning (Jia et al. 2022). Init: Xavier uniform with v = sqrt(6 / (C·p·p + D))."""
+    """Visual Prompt Tuning (Jia et al. 2022). Init: Xavier uniform with v = sqrt(6 / (C·p·p + D)).
+
+    ``init_head``: ``random`` (the paper) or ``lp`` (the head starts from the logistic-regression probe on plain
+    features, as LP-FT does for fine-tuning; our default, so prompts refine a working head).
+    """
 
     num_tokens: int = 5
     lr: float = 1.0
     dropout: float = 0.0
+    init_head: str = "lp"
+
+    def __post_init__(self) -> None:
+        check_choice(self.init_head, ("lp", "random"), "vpt.init_head")
+
+
+@dataclass
+class FinetuneConfig:
+    """Full fine-tuning. ``init_head``: ``lp`` (LP-FT, Kumar et al. ICLR 2022: the head starts from the linear
+    probe, which distorts pretrained features less than a random head; our default) or ``random``."""
+
+    init_head: str = "lp"
+
+    def __post_init__(self) -> None:
+        check_choice(self.init_head, ("lp", "random"), "finetune.init_head")
 
 
 @dataclass
@@ -260,6 +283,7 @@ class DownstreamConfig:
         augment: Random flips during SGD training.
         bootstrap: Bootstrap resamples for the 95% CI over test samples.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        tuning: The per-method hyper-parameter search with early stopping (:mod:`downstream.tuning`).
     """
 
     task: str = "tissue"
@@ -300,9 +324,11 @@ class DownstreamConfig:
     vp: VPConfig = field(default_factory=VPConfig)
     movl: MoVLConfig = field(default_factory=MoVLConfig)
     vpt: VPTConfig = field(default_factory=VPTConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     gmoe: GMoEConfig = field(default_factory=GMoEConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
         check_choice(self.split_mode, SPLIT_MODES, "split_mode")

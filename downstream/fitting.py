@@ -2,7 +2,9 @@
 
 * ``fit_mode == "features"`` (linear probe, logistic regression): features cached once, C swept on val (one
   binary probe per label for multi-label tasks);
-* otherwise the fixed lr × wd grid (``optim.lr_scale_grid`` × ``optim.wd_grid``): every cell trains a fresh copy
+* otherwise, with ``tuning.enabled`` (default; single-label tasks), the per-method search of
+  :mod:`downstream.tuning` (grid chosen on val, early stopping, the initial state kept as a candidate); without it,
+  the fixed lr × wd grid (``optim.lr_scale_grid`` × ``optim.wd_grid``): every cell trains a fresh copy
   of the method on train and is scored on val (``optim.select_metric``); the best cell is kept (or retrained on
   train+val with ``optim.refit_on_trainval``). Methods with ``init_head_from_probe`` get the logistic-regression
   probe as their initial head first (MoVL ``init=lp``).
@@ -19,10 +21,12 @@ import numpy as np
 import torch
 
 from downstream.contract import Method
+from downstream.features import frozen_features
 from downstream.methods.linear import ProbeFit, fit_logistic_probe
 from downstream.metrics import classification_metrics
 from downstream.multilabel import fit_multilabel_probe, multilabel_report, predict_sigmoid
-from downstream.train_loop import extract_features, predict_probs, train_method
+from downstream.train_loop import predict_probs, train_method
+from downstream.tuning import tune
 
 
 def score(y: np.ndarray, probs: np.ndarray, metric: str, multilabel: bool = False) -> float:
@@ -59,7 +63,7 @@ def fit_method(method: Method, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[s
     y_np = {k: v.cpu().numpy() for k, v in ys.items()}
     if method.fit_mode == "features" or method.init_head_from_probe:
         t = time.perf_counter()
-        feats = {k: extract_features(method, xs[k], cfg.optim.eval_batch_size) for k in ("train", "val")}
+        feats = {k: frozen_features(method, xs[k], cfg.optim.eval_batch_size) for k in ("train", "val")}
         out["feature_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         fit_x, fit_y = feats["train"], y_np["train"]
@@ -75,6 +79,8 @@ def fit_method(method: Method, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[s
             out["best_hparams"] = {"C": probe.c}
             out["train_seconds"] = out["feature_seconds"] + out["probe_seconds"]
             return method
+    if cfg.tuning.enabled and not multilabel:  # per-method grid on val, early stopping, initial state kept
+        return tune(method, cfg, {k: xs[k] for k in ("train", "val")}, {k: ys[k] for k in ("train", "val")}, out)
     grid, best, best_score = [], None, -np.inf
     t0 = time.perf_counter()
     has_val = len(ys["val"]) > 0

@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from downstream.benchmark import plots, tables
+from downstream.benchmark import diagnostics, plots, tables
 from downstream.benchmark.aggregate import Aggregate, display_name, summary_json, write_csv
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell, SkippedSource
@@ -105,6 +105,9 @@ def write_report(cfg: BenchmarkConfig, cells: list[Cell], skipped: list[SkippedS
     weights_notes = [f"- `{w.name}`: {w.note or w.source}" for w in cfg.weights if w.name not in skipped_names]
     lines += ["**Weight sources:**", "", *weights_notes, "", *tables.task_tables(agg)]
     figures = _ablation_figures(agg, out) + _scaling_figures(agg, out)
+    diagnostic_lines, diagnostic_figures = diagnostics.section(records, out, next(iter(agg.metrics.values()), "?"))
+    lines += diagnostic_lines
+    figures += diagnostic_figures
     forgetting_lines, forgetting = tables.forgetting_section(records)
     lines += forgetting_lines
     if forgetting:

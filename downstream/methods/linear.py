@@ -111,6 +111,9 @@ def fit_logistic_probe(
 class LinearProbe(HeadMethod):
     """LP: logits = W f(x) + b with f frozen (trainable: D·C + C)."""
 
+    accepts_plain_features = True  # trains on cached frozen features (downstream.train_loop.Trainer)
+    head_only = True
+
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key)
         sgd = cfg.linear.solver == "sgd"
@@ -118,7 +121,9 @@ class LinearProbe(HeadMethod):
         self.head = make_head(backbone.feature_dim, num_classes, cfg.linear.dropout if sgd else 0.0)
         self.declare_trainable()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = self.backbone(x)
-        return self.head(feats)
+    def forward(self, x: torch.Tensor, plain: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``x``, or of its cached frozen features ``plain`` (B, D) when given."""
+        if plain is None:
+            with torch.no_grad():
+                plain = self.backbone(x)
+        return self.head(plain)

@@ -14,6 +14,9 @@ from downstream.contract import HeadMethod
 class MLPProbe(HeadMethod):
     """``mlp.layers`` Linear layers (GELU, dropout between them) on frozen pooled features."""
 
+    accepts_plain_features = True  # trains on cached frozen features (downstream.train_loop.Trainer)
+    head_only = True
+
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key)
         mc = cfg.mlp
@@ -28,7 +31,9 @@ class MLPProbe(HeadMethod):
     def _linear(self) -> nn.Linear:
         return self.head[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            feats = self.backbone(x)
-        return self.head(feats)
+    def forward(self, x: torch.Tensor, plain: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``x``, or of its cached frozen features ``plain`` (B, D) when given."""
+        if plain is None:
+            with torch.no_grad():
+                plain = self.backbone(x)
+        return self.head(plain)

@@ -14,7 +14,11 @@ every part of it configurable (``movl.*``):
   probe on plain features, LP-FT-like) or a random head; ``lp_then_vp`` (head on plain inputs first, then δ with
   the head frozen) and ``vp_then_lp`` (δ first with the head frozen, then the head on prompted inputs).
 
-Default: MSE in feature space, λ = 1, joint, LP-initialised head, pad prompt.
+Default: MSE in feature space, λ = 1, joint, LP-initialised head, pad prompt initialised at zero
+(``movl.prompt_init=zeros``), so the untrained MoVL model *is* the linear probe it starts from and model selection
+on val can keep that state (:mod:`downstream.tuning`). The plain stream is frozen: the training loop may hand the
+method cached plain features of the batch (``plain=``, :class:`downstream.train_loop.Trainer`) instead of
+recomputing them.
 """
 
 from __future__ import annotations
@@ -43,14 +47,20 @@ def discrepancy(prompted: torch.Tensor, plain: torch.Tensor, kind: str) -> torch
 class MoVL(HeadMethod):
     """Joint VP + LP with a prompted-vs-plain discrepancy term (see module docstring)."""
 
+    accepts_plain_features = True
+
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key)
-        self.mc = cfg.movl
         self.init_head_from_probe = self.mc.init == "lp"
-        self.prompter = make_prompter(self.mc.prompter, backbone.in_chans, cfg.img_size, cfg)
+        self.prompter = make_prompter(self.mc.prompter, backbone.in_chans, cfg.img_size, cfg, self.mc.prompt_init)
         self.head = make_head(backbone.feature_dim, num_classes)
         self.phase = "joint"
         self.declare_trainable()
+
+    @property
+    def mc(self) -> Any:
+        """The ``movl`` sub-config of the current run config (a tuner may swap ``self.cfg`` per candidate)."""
+        return self.cfg.movl
 
     def param_groups(self, cfg: Any) -> list[dict[str, Any]]:
         return prompt_and_head_groups(self, cfg)
@@ -73,18 +83,25 @@ class MoVL(HeadMethod):
         """Head-only phase that precedes any prompt training: the head learns on plain inputs."""
         return self.phase == "lp" and self.mc.schedule == "lp_then_vp"
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, plain: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits of the prompted input (plus the discrepancy inputs in training).
+
+        Args:
+            x: Normalised inputs.
+            plain: Optional cached frozen features of ``x`` without prompt (B, D); computed when absent.
+        """
         if self.bypass_prompt:
-            with torch.no_grad():
-                feats = self.backbone(x)
-            logits = self.head(feats)
-            return {"logits": logits}
+            if plain is None:
+                with torch.no_grad():
+                    plain = self.backbone(x)
+            return {"logits": self.head(plain)}
         prompted = self.backbone(self.prompter(x))
         logits = self.head(prompted)
         out = {"logits": logits}
         if self.training and self.mc.weight > 0:
-            with torch.no_grad():
-                plain = self.backbone(x)
+            if plain is None:
+                with torch.no_grad():
+                    plain = self.backbone(x)
             if self.mc.space == "feature":
                 out["prompted"], out["plain"] = prompted, plain
             else:

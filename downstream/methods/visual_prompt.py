@@ -94,13 +94,14 @@ def _check_size(x: torch.Tensor, size: int) -> None:
         raise ValueError(f"prompter built for {size}x{size} inputs, got {tuple(x.shape[-2:])}")
 
 
-def make_prompter(kind: str, channels: int, image_size: int, cfg: Any) -> nn.Module:
-    """``kind`` in {pad, fixed, random}; sizes and init from ``cfg.vp``."""
+def make_prompter(kind: str, channels: int, image_size: int, cfg: Any, init: str | None = None) -> nn.Module:
+    """``kind`` in {pad, fixed, random}; sizes and init from ``cfg.vp`` (``init`` overrides ``vp.init``)."""
     vp = cfg.vp
+    init = init or vp.init
     if kind == "pad":
-        return PadPrompter(channels, image_size, vp.prompt_size, vp.init)
+        return PadPrompter(channels, image_size, vp.prompt_size, init)
     if kind in ("fixed", "random"):
-        return PatchPrompter(channels, image_size, vp.prompt_size, kind == "random", vp.init, vp.random_eval)
+        return PatchPrompter(channels, image_size, vp.prompt_size, kind == "random", init, vp.random_eval)
     raise ValueError(f"unknown prompter {kind!r}")
 
 

@@ -7,7 +7,8 @@ the prompt slice is replaced before every block. This module owns the prompt par
 * shallow: P ∈ R^{N×D} (N·D parameters); deep: one set per block, (L, N, D) (L·N·D parameters);
 * init: uniform(−v, v), v = sqrt(6 / (C·p·p + D)) (Xavier over the patch-embedding fan-in, as in the paper);
 * prompt dropout ``vpt.dropout`` (paper default 0);
-* head: linear on the pooled (final-normed CLS) output; the backbone stays in ``eval()``.
+* head: linear on the pooled (final-normed CLS) output; the backbone stays in ``eval()``; it starts from the
+  logistic-regression probe on plain features with ``vpt.init_head=lp`` (our default; the paper's head is random).
 
 Works on any ViT backbone of the contract (timm ViT, SAM-style ViT). ``num_tokens=0`` is the plain backbone.
 """
@@ -42,6 +43,7 @@ class VPT(HeadMethod):
             raise ValueError(f"{self.key} needs a ViT backbone (token interface); got {type(backbone).__name__}")
         n, d = int(cfg.vpt.num_tokens), int(backbone.embed_dim)
         self.num_tokens = n
+        self.init_head_from_probe = cfg.vpt.init_head == "lp"
         p = _patch_size(backbone)
         bound = math.sqrt(6.0 / (backbone.in_chans * p * p + d))
         shape = (backbone.num_blocks, n, d) if self.deep else (n, d)

@@ -53,7 +53,7 @@ def test_linear_probe_cell_writes_every_output(data_root, tmp_path):
 
 def test_sgd_cell_grid_and_delta_reload(data_root, tmp_path):
     cfg = cfg_for(data_root, tmp_path, "method=vpt-deep", "vpt.num_tokens=2", "optim.lr_scale_grid=[0.5,1.0]",
-                  "shot=4")  # fmt: skip
+                  "tuning.enabled=false", "shot=4")  # fmt: skip
     res = run_experiment(cfg)
     assert res["status"] == "ok", res["error"]
     assert len(res["grid"]) == 2 and res["n_train"] == 4 * 4
