@@ -256,7 +256,12 @@ def gm_global_vs_rank_block(res: Result) -> str:
                 f"{_ms(row['cold_backward_cpu_ms'])} |"
             )
     stages = res.get("stages")
-    lines += ["", "Where one forward+backward spends its process-CPU time (`stages`):", ""]
+    lines += [
+        "",
+        "Where one forward+backward spends its process-CPU time (`stages`; each stage re-run alone, minimum of 3; "
+        "under load the parts need not add up to the total):",
+        "",
+    ]
     names = ["knn_graphs", "message_passing_fwd", "affinities_fwd", "forward_solve", "backward_resolve"]
     lines += ["| N | total | " + " | ".join(names) + " | rest (autograd, loss) |", "|---" * (len(names) + 3) + "|"]
     for n in sorted(stages, key=int):
@@ -283,7 +288,8 @@ def storage_block(res: Result) -> str:
     lines = [
         f"Source: `bench/results/storage.json`, {res.conditions()}; images at "
         f"{fmt(res.num('image_size'))} px. Bytes per sample as stored in the tar (all members, headers included); "
-        "pipeline = two-view training stream (decode + augmentations), decode = read path alone.",
+        "pipeline = two-view training stream (decode + augmentations), decode = read path alone, both per CPU "
+        "second, PNG / npy; the CT row is timed on the whole `dicom_modality` set that holds the CT series.",
         *res.caveat(),
         "",
         "| samples | n | bytes/sample npy → png | ratio | pipeline ratio | decode ratio | max abs diff |",

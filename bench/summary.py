@@ -222,9 +222,14 @@ def build_table(results_dir: Path, max_rows: int = 12) -> str:
 
 
 def write_readme(readme: Path, body: str) -> bool:
-    """Writes ``body`` into the summary block of ``readme`` (created with a header and the markers if missing)."""
+    """Writes ``body`` into the summary block of ``readme``.
+
+    A missing file is created with a header; a file without the markers gets them appended after its own text.
+    """
     if not readme.is_file():
         readme.write_text(HEADER)
+    elif f"<!-- {BLOCK}:start -->" not in (text := readme.read_text()):
+        readme.write_text(text.rstrip("\n") + f"\n\n<!-- {BLOCK}:start -->\n<!-- {BLOCK}:end -->\n")
     return write_block(readme, BLOCK, body)
 
 

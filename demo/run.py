@@ -282,18 +282,22 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     print(f"\nlvmmed demo finished in {seconds / 60:.1f} min. Report: {report}", flush=True)
     print(_first_table(report), flush=True)
     if cfg.readme and report.is_file():
-        write_excerpt(cfg, report, seconds, Path(cfg.readme) if Path(cfg.readme).is_absolute() else REPO / cfg.readme)
+        resumed = [name for name, t in stages.timings.items() if t.get("skipped")]
+        readme = Path(cfg.readme) if Path(cfg.readme).is_absolute() else REPO / cfg.readme
+        write_excerpt(cfg, report, seconds, readme, resumed)
     return report
 
 
-def excerpt(cfg: DemoConfig, report: Path, seconds: float) -> str:
+def excerpt(cfg: DemoConfig, report: Path, seconds: float, resumed: Sequence[str] = ()) -> str:
     """The README excerpt: how the run was made and on how many seeds it rests, then the report's headline."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    overrides = " ".join(f"{k}={v}" for k, v in (("pretrain_steps", cfg.pretrain_steps), ("seeds", cfg.seeds)))
+    seeds = ",".join(str(seed) for seed in cfg.seeds)
+    overrides = f"pretrain_steps={cfg.pretrain_steps} seeds=[{seeds}]"
     head = (
         f"Written by `python -m demo --out DIR {overrides} readme=README.md` from its own report "
-        f"(`DIR/benchmark/report.md`): {seconds / 60:.1f} min end to end on this machine (load average "
-        f"{load:.1f} at the end). Every verdict below rests on **{cfg.pretrain_seeds} pretraining run per loss** "
+        f"(`DIR/benchmark/report.md`): {seconds / 60:.1f} min on this machine (load average {load:.1f} at the end"
+        + (f"; stages resumed from an earlier run: {', '.join(resumed)}" if resumed else "")
+        + f"). Every verdict below rests on **{cfg.pretrain_seeds} pretraining run per loss** "
         f"and {len(cfg.seeds)} downstream seeds, so it says nothing about the spread between pretraining runs; "
         "`docs/ablation.md` compares losses over pretraining seeds. Bundled data use a fixed public salt, so a "
         "fresh clone with the same pins prints the same splits."
@@ -302,11 +306,11 @@ def excerpt(cfg: DemoConfig, report: Path, seconds: float) -> str:
     return head + "\n\n" + table
 
 
-def write_excerpt(cfg: DemoConfig, report: Path, seconds: float, readme: Path) -> None:
+def write_excerpt(cfg: DemoConfig, report: Path, seconds: float, readme: Path, resumed: Sequence[str] = ()) -> None:
     """Rewrites the ``demo-excerpt`` block of ``readme`` from the report (never by hand)."""
     from lvmmed.markers import write_block
 
-    write_block(readme, "demo-excerpt", excerpt(cfg, report, seconds))
+    write_block(readme, "demo-excerpt", excerpt(cfg, report, seconds, resumed))
     print(f"README excerpt written: {readme}", flush=True)
 
 

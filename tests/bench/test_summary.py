@@ -59,6 +59,10 @@ def test_table_is_written_between_markers_and_is_stable(tmp_path):
     text = readme.read_text()
     assert "hand-written intro" in text and "old\n" not in text and body in text
     assert summary.write_readme(readme, body) is False  # no clock in the block: same results, same bytes
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# Mine\n\nno markers yet\n")
+    assert summary.write_readme(plain, body) and plain.read_text().startswith("# Mine\n\nno markers yet\n\n<!--")
+    assert read_block(plain, summary.BLOCK) == body
 
 
 def test_every_committed_result_records_quick_load_and_met_flags():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep import process
+from data_prep import records_to_samples as process
 from data_prep.bundled import BUNDLED_PUBLIC_SALT, PRETRAIN_POOL, build_bundled
 from lvmmed.data import deid
 from lvmmed.data.shards import load_arrays, load_manifest

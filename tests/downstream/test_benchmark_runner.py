@@ -143,7 +143,7 @@ def test_failed_cell_is_recorded_and_the_rest_continues(bench_setup):
     cfg = _config(
         bench_setup,
         "failing",
-        methods=[MethodSpec("linear"), MethodSpec("no-such-method")],
+        methods=[MethodSpec("linear"), MethodSpec("vpt-deep", overrides=["backbone=resnet18"])],  # VPT needs a ViT
         weights=[WeightSpec("random", "random"), WeightSpec("broken", str(broken))],
         seeds=[0],
         reference_weights="",
@@ -153,13 +153,20 @@ def test_failed_cell_is_recorded_and_the_rest_continues(bench_setup):
     store = CellStore(cfg.output_dir)
     records = {c.cell_id: store.load(c) for c in expand(cfg)[0]}
     assert records["tissue__linear__random__s0"]["status"] == "ok"
-    unknown = records["tissue__no-such-method__random__s0"]
-    assert unknown["status"] == "failed" and "no-such-method" in unknown["error"]
+    unknown = records["tissue__vpt-deep__random__s0"]
+    assert unknown["status"] == "failed" and "ViT" in unknown["error"]
     assert records["tissue__linear__broken__s0"]["status"] == "failed"
     report = Path(cfg.output_dir, "report.md").read_text()
-    assert "## Failed cells" in report and "tissue__no-such-method__random__s0" in report
+    assert "## Failed cells" in report and "tissue__vpt-deep__random__s0" in report
     assert "Traceback" in unknown["traceback"]
     # resume: done cells are skipped; failed ones are retried unless retry_failed=false
     cfg.retry_failed = False
     again = run_benchmark(cfg, progress=lambda _line: None)
     assert again["counts"] == {"total": 4, "skipped": 4, "ok": 0, "failed": 0}
+
+
+def test_an_unknown_method_key_stops_the_benchmark_before_anything_is_written(bench_setup):
+    cfg = _config(bench_setup, "typo", methods=[MethodSpec("linear"), MethodSpec("vpt-deeep")], seeds=[0])
+    with pytest.raises(ValueError, match="Unknown method 'vpt-deeep'"):
+        run_benchmark(cfg, progress=lambda _line: None)
+    assert not Path(cfg.output_dir).exists()
