@@ -23,8 +23,8 @@ STATS = {"hits": 0, "misses": 0}
 def _digest(tensors: list[torch.Tensor]) -> str:
     h = hashlib.sha1()
     for t in tensors:
-        a = t.detach().cpu().contiguous()
-        h.update(str((tuple(a.shape), str(a.dtype))).encode())
+        a = t.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (BatchNorm's num_batches_tracked) too
+        h.update(str((tuple(t.shape), str(a.dtype))).encode())
         h.update(a.view(torch.uint8).numpy().tobytes() if a.numel() else b"")
     return h.hexdigest()
 
