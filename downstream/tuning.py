@@ -253,6 +253,25 @@ def standardize_head(method: Any, train_features: torch.Tensor) -> bool:
     return True
 
 
+def fold_standardizer(method: Any) -> bool:
+    """Folds a :class:`FeatureStandardizer` back into the linear head it precedes (the inverse of
+    :func:`standardize_head`: W = W'·diag(1/s), b = b' − W·m), so a tuned method has the architecture of a fresh
+    one and its saved delta (``delta.safetensors``) loads into ``python -m downstream``'s fresh method; the logits
+    are unchanged. Returns whether a standardiser was folded.
+    """
+    head = getattr(method, "head", None)
+    if not (isinstance(head, torch.nn.Sequential) and len(head) == 2 and isinstance(head[0], FeatureStandardizer)):
+        return False
+    standardizer, inner = head[0], head[1]
+    linear = next(m for m in inner.modules() if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        linear.weight.div_(standardizer.std.to(linear.weight))
+        linear.bias.sub_(linear.weight @ standardizer.mean.to(linear.weight))
+    method.head = inner
+    method.declare_trainable()
+    return True
+
+
 class _Run:
     """One candidate in training: model copy, trainer, best state, curve."""
 
@@ -369,4 +388,5 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     out["train_seconds"] = time.perf_counter() - t0 + out.get("feature_seconds", 0.0) + out.get("probe_seconds", 0.0)
     log.info("%s: chose %s (val %s %.4f; initial %.4f)", cfg.method, out["tuning"]["chosen"], metric,
              chosen.best_score, init_score)  # fmt: skip
+    fold_standardizer(method)  # the saved delta then matches a fresh method's parameters
     return method

@@ -196,3 +196,21 @@ def test_standardized_head_keeps_the_initial_logits(mni_task):
     assert isinstance(method.head[0], FeatureStandardizer) and "head.1.weight" in method.declared_names
     np.testing.assert_allclose(predict_probs(method, xs["val"]), before, atol=1e-5)
     assert not standardize_head(method, torch.zeros(4, method.backbone.feature_dim))  # already wrapped
+
+
+def test_folding_the_standardizer_keeps_logits_and_gives_a_loadable_delta(mni_task):
+    from downstream.tuning import fold_standardizer, standardize_head
+
+    xs, ys = mni_task
+    cfg = make_cfg("method=vpt-deep", "vpt.num_tokens=2")
+    method = probe_initialised("vpt-deep", cfg, xs, ys)
+    fresh_keys = set(method.delta_state_dict())
+    assert standardize_head(method, torch.as_tensor(extract_features(method, xs["train"])))
+    before = predict_probs(method, xs["val"])
+    assert fold_standardizer(method) and not fold_standardizer(method)
+    np.testing.assert_allclose(predict_probs(method, xs["val"]), before, atol=1e-5)
+    delta = method.delta_state_dict()
+    assert set(delta) == fresh_keys
+    fresh = build_method("vpt-deep", method.backbone, method.num_classes, cfg)
+    fresh.load_delta_state_dict(delta)
+    np.testing.assert_allclose(predict_probs(fresh, xs["val"]), before, atol=1e-5)
