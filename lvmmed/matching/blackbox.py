@@ -43,13 +43,46 @@ from lvmmed.matching.solvers import SolverSpec, solve
 from lvmmed.matching.solvers.factorized import ipfp
 
 
-def _edge_gradient(qap: QAP, perm: Tensor, sign: float, grad_f1: Tensor, grad_f2: Tensor, scale: float) -> None:
+def edge_gradient(qap: QAP, perm: Tensor, sign: float, grad_f1: Tensor, grad_f2: Tensor, scale: float) -> None:
     """Adds ``sign·scale·Ŷe(perm)`` pushed through ``Ce = F1 F2ᵀ`` to the factor gradients (in place)."""
     p, q = qap.edge_matches(perm)
     if p.numel() == 0:
         return
     grad_f1.index_add_(0, p, qap.f2[q], alpha=sign * scale)
     grad_f2.index_add_(0, q, qap.f1[p], alpha=sign * scale)
+
+
+def resolve_from(qap: QAP, start: Tensor, spec: SolverSpec) -> Any:
+    """The backward re-solve: IPFP warm-started from ``start`` (the forward solution) when ``spec.warm_start`` and
+    the solver is the factorised one, else a cold solve with ``spec``. Returns the solver's result."""
+    if spec.name == "factorized" and spec.warm_start:
+        return ipfp(qap, start, spec.max_iter)
+    return solve(qap, spec)
+
+
+def solve_forward(
+    ctx: Any,
+    cv: Tensor,
+    f1: Tensor,
+    f2: Tensor,
+    nbr1: Tensor,
+    nbr2: Tensor,
+    spec: SolverSpec,
+    lambda_val: float,
+    normalize: bool,
+    stats: dict[str, float],
+) -> Tensor:
+    """The forward pass shared by the black-box autograd functions: solve, record stats, keep what backward needs."""
+    if lambda_val <= 0:
+        raise ValueError(f"lambda_val must be > 0, got {lambda_val}")
+    qap = QAP(cv, f1, f2, nbr1, nbr2)
+    matching = solve(qap, spec)
+    stats["objective"] = matching.objective
+    stats["solver_iters"] = float(matching.iterations)
+    ctx.qap, ctx.perm, ctx.spec = qap, matching.perm, spec
+    ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
+    ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
+    return matching.matrix(dtype=cv.dtype)
 
 
 class BlackBoxMatching(torch.autograd.Function):
@@ -82,16 +115,7 @@ class BlackBoxMatching(torch.autograd.Function):
         normalize: bool,
         stats: dict[str, float],
     ) -> Tensor:
-        if lambda_val <= 0:
-            raise ValueError(f"lambda_val must be > 0, got {lambda_val}")
-        qap = QAP(cv, f1, f2, nbr1, nbr2)
-        matching = solve(qap, spec)
-        stats["objective"] = matching.objective
-        stats["solver_iters"] = float(matching.iterations)
-        ctx.qap, ctx.perm, ctx.spec = qap, matching.perm, spec
-        ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
-        ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
-        return matching.matrix(dtype=cv.dtype)
+        return solve_forward(ctx, cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor) -> tuple[Tensor | None, ...]:
@@ -104,12 +128,7 @@ class BlackBoxMatching(torch.autograd.Function):
         changed = 0.0
         if g_max > 0 and torch.isfinite(g).all():
             g_scale = g_max if ctx.normalize else 1.0
-            perturbed_qap = qap.with_cv(qap.cv - ctx.lambda_val * g / g_scale)
-            spec: SolverSpec = ctx.spec
-            if spec.name == "factorized" and spec.warm_start:
-                result = ipfp(perturbed_qap, ctx.perm, spec.max_iter)
-            else:
-                result = solve(perturbed_qap, spec)
+            result = resolve_from(qap.with_cv(qap.cv - ctx.lambda_val * g / g_scale), ctx.perm, ctx.spec)
             perturbed = result.perm
             ctx.stats["backward_solver_iters"] = float(result.iterations)
             scale = g_scale / ctx.lambda_val
@@ -117,8 +136,8 @@ class BlackBoxMatching(torch.autograd.Function):
             rows = torch.arange(n, device=grad_cv.device)
             grad_cv[rows, ctx.perm] += scale
             grad_cv[rows, perturbed] -= scale
-            _edge_gradient(qap, ctx.perm, 1.0, grad_f1, grad_f2, scale)
-            _edge_gradient(qap, perturbed, -1.0, grad_f1, grad_f2, scale)
+            edge_gradient(qap, ctx.perm, 1.0, grad_f1, grad_f2, scale)
+            edge_gradient(qap, perturbed, -1.0, grad_f1, grad_f2, scale)
             changed = float((perturbed != ctx.perm).float().mean())
         ctx.stats["backward_changed"] = changed
         dt_cv, dt_f1, dt_f2 = ctx.dtypes

@@ -30,17 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lvmmed.matching.blackbox import _edge_gradient
+from lvmmed.matching.blackbox import edge_gradient, resolve_from, solve_forward
 from lvmmed.matching.qap import QAP
 from lvmmed.matching.solvers import SolverSpec, solve
-from lvmmed.matching.solvers.factorized import ipfp
-
-
-def _resolve(qap: QAP, start: Tensor, spec: SolverSpec) -> Tensor:
-    """The perturbed re-solve, warm-started from ``start`` like ``BlackBoxMatching``'s (``SolverSpec.warm_start``)."""
-    if spec.name == "factorized" and spec.warm_start:
-        return ipfp(qap, start, spec.max_iter).perm
-    return solve(qap, spec).perm
 
 
 def gumbel_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -74,14 +66,8 @@ class PerturbedBlackBoxMatching(torch.autograd.Function):
     ) -> Tensor:
         if lambda_val <= 0 or samples < 1 or noise < 0:
             raise ValueError(f"need lambda_val > 0, samples >= 1, noise >= 0; got {lambda_val}, {samples}, {noise}")
-        qap = QAP(cv, f1, f2, nbr1, nbr2)
-        matching = solve(qap, spec)
-        stats["objective"] = matching.objective
-        stats["solver_iters"] = float(matching.iterations)
-        ctx.qap, ctx.perm, ctx.spec, ctx.stats = qap, matching.perm, spec, stats
-        ctx.lambda_val, ctx.normalize, ctx.samples, ctx.noise = lambda_val, normalize, samples, noise
-        ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
-        return matching.matrix(dtype=cv.dtype)
+        ctx.samples, ctx.noise = samples, noise
+        return solve_forward(ctx, cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor) -> tuple[Tensor | None, ...]:
@@ -97,11 +83,11 @@ class PerturbedBlackBoxMatching(torch.autograd.Function):
             for _ in range(ctx.samples):
                 noisy = qap.cv + ctx.noise * gumbel_like(qap.cv) if ctx.noise > 0 else qap.cv
                 perm = solve(qap.with_cv(noisy), ctx.spec).perm if ctx.noise > 0 else ctx.perm
-                target = _resolve(qap.with_cv(noisy - ctx.lambda_val * g / g_scale), perm, ctx.spec)
+                target = resolve_from(qap.with_cv(noisy - ctx.lambda_val * g / g_scale), perm, ctx.spec).perm
                 grad_cv[rows, perm] += scale
                 grad_cv[rows, target] -= scale
-                _edge_gradient(qap, perm, 1.0, grad_f1, grad_f2, scale)
-                _edge_gradient(qap, target, -1.0, grad_f1, grad_f2, scale)
+                edge_gradient(qap, perm, 1.0, grad_f1, grad_f2, scale)
+                edge_gradient(qap, target, -1.0, grad_f1, grad_f2, scale)
                 changed += float((target != perm).float().mean()) / ctx.samples
         ctx.stats["backward_changed"] = changed
         dt_cv, dt_f1, dt_f2 = ctx.dtypes
