@@ -138,14 +138,15 @@ def process_nifti(task: Task, cfg: dict[str, Any]) -> list:
     modality = cfg.get("modality") or "OT"
     record, normalized = prepared_volume(task, cfg, modality, lambda: read_nifti(task.paths[0], p["label_path"],
                                                                                   modality=modality))  # fmt: skip
-    base = _base(task, cfg)
+    base = sample_base(task, cfg)
     if record.mask is not None and not cfg.get("mask_labels"):
         base["mask_labels"] = None
     prefix = f"i{p.get('source_index', task.index):06d}"
     return record_samples(record, cfg, base, prefix, task.splits, p.get("axes"), normalized)
 
 
-def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
+def sample_base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The meta fields every sample of a file task carries (dataset, patient, volume, label ...)."""
     p = task.params
     return {
         "dataset": cfg["name"], "organ": cfg.get("organ", ""), "center": cfg.get("center") or cfg["name"],
@@ -208,4 +209,4 @@ def process_image(task: Task, cfg: dict[str, Any]) -> list:
             mask = (mask > 0).astype(np.uint8)
     modality = cfg.get("modality") or "OT"
     record = ImageRecord(array, "image2d", {"modality": modality, "spacing": None}, {}, mask=mask)
-    return record_samples(record, cfg, _base(task, cfg), f"i{task.index:06d}", task.splits[p["patient"]])
+    return record_samples(record, cfg, sample_base(task, cfg), f"i{task.index:06d}", task.splits[p["patient"]])

@@ -30,6 +30,7 @@ from .catalog_release import (
     summarize_counts,
 )
 from .engine import Task
+from .plan_files import sample_base
 from .plan_volumes import axis_tasks, first_axis_only, prepared_volume
 from .records_to_samples import pseudonym, record_samples
 
@@ -262,14 +263,9 @@ def _plan_hdf5(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list[T
 
 
 def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
+    """:func:`data_prep.plan_files.sample_base` plus the release fields (multi-hot labels, official split)."""
     p = task.params
-    return {
-        "dataset": cfg["name"], "organ": cfg.get("organ", ""), "center": cfg.get("center") or cfg["name"],
-        "patient": p["patient"], "volume": p["volume"], "group": p["patient"], "slab_prefix": p["volume"],
-        "source_index": p.get("source_index", task.index), "label": p.get("label"), "label_name": p.get("label_name"),
-        "labels": p.get("labels"), "official_split": p.get("official_split"),
-        "mask_labels": list(cfg.get("mask_labels") or []) or None,
-    }  # fmt: skip
+    return {**sample_base(task, cfg), "labels": p.get("labels"), "official_split": p.get("official_split")}
 
 
 def merged_mask(paths: list[str], merge: str, shape: tuple[int, ...], channel: int | None = None) -> np.ndarray | None:
