@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from lvmmed.data.readers.nifti import integer_label_map, volume_meta
 from lvmmed.data.readers.record import ImageRecord, ReaderError, check_not_constant
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -68,17 +69,7 @@ def read_metaimage(
     canonical = nib.as_closest_canonical(img)
     array = np.ascontiguousarray(np.asanyarray(canonical.dataobj))
     check_not_constant(array, path, "image volume")
-    meta = {
-        "modality": modality.upper(),
-        "source": str(path),
-        "affine": canonical.affine.tolist(),
-        "spacing": [float(z) for z in canonical.header.get_zooms()[:3]],
-        "orientation": "".join(nib.aff2axcodes(canonical.affine)),
-        "source_orientation": "".join(nib.aff2axcodes(affine)),
-        "n_volumes": 1,
-        "rescaled_to_hu": modality.upper() == "CT",
-        "photometric": "MONOCHROME2",
-    }
+    meta = volume_meta(path, canonical, affine, modality, 1)
     mask = None
     if label_path is not None:
         labels, label_affine = _read(label_path)
@@ -88,11 +79,7 @@ def read_metaimage(
                 f"affine max difference {np.abs(label_affine - affine).max():.4g} mm; resample it first",
             )  # fmt: skip
         canonical_labels = nib.as_closest_canonical(nib.Nifti1Image(np.ascontiguousarray(labels), affine))
-        values = np.asanyarray(canonical_labels.dataobj)
-        rounded = np.rint(values)
-        if not np.allclose(rounded, values) or rounded.min() < 0:
-            raise ReaderError(label_path, "label volume is not a non-negative integer label map")
-        mask = np.ascontiguousarray(rounded.astype(np.uint8 if rounded.max() < 256 else np.int32))
+        mask = np.ascontiguousarray(integer_label_map(np.asanyarray(canonical_labels.dataobj), label_path))
         meta["label_source"] = str(label_path)
     return ImageRecord(array, "volume", meta, {}, mask=mask)
 

@@ -92,6 +92,39 @@ def _canonical_array(img, path, volume_index: int | None) -> tuple[np.ndarray, o
     return np.ascontiguousarray(data), canonical
 
 
+def volume_meta(
+    path: str | Path,
+    canonical: nib.spatialimages.SpatialImage,
+    source_affine: np.ndarray,
+    modality: str,
+    n_volumes: int,
+) -> dict:
+    """The ``meta`` of a volume record reoriented to RAS+ (``canonical``) from a source with ``source_affine``."""
+    return {
+        "modality": modality.upper(),
+        "source": str(path),
+        "affine": canonical.affine.tolist(),
+        "spacing": [float(z) for z in canonical.header.get_zooms()[:3]],
+        "orientation": "".join(nib.aff2axcodes(canonical.affine)),
+        "source_orientation": "".join(nib.aff2axcodes(source_affine)),
+        "n_volumes": n_volumes,
+        "rescaled_to_hu": modality.upper() == "CT",
+        "photometric": "MONOCHROME2",
+    }  # fmt: skip
+
+
+def integer_label_map(values: np.ndarray, label_path: str | Path) -> np.ndarray:
+    """``values`` as an integer label map (uint8, or int32 past 255 labels).
+
+    Raises:
+        ReaderError: the values are not non-negative integers.
+    """
+    rounded = np.rint(values)
+    if not np.allclose(rounded, values) or rounded.min() < 0:
+        raise ReaderError(label_path, "label volume is not a non-negative integer label map")
+    return rounded.astype(np.uint8 if rounded.max() < 256 else np.int32)
+
+
 def read_nifti(
     path: str | Path,
     label_path: str | Path | None = None,
@@ -114,17 +147,7 @@ def read_nifti(
     img = _load(path)
     array, canonical = _canonical_array(img, path, volume_index)
     check_not_constant(array, path, "image volume")
-    meta = {
-        "modality": modality.upper(),
-        "source": str(path),
-        "affine": canonical.affine.tolist(),
-        "spacing": [float(z) for z in canonical.header.get_zooms()[:3]],
-        "orientation": "".join(nib.aff2axcodes(canonical.affine)),
-        "source_orientation": "".join(nib.aff2axcodes(img.affine)),
-        "n_volumes": int(img.shape[3]) if img.ndim == 4 else 1,
-        "rescaled_to_hu": modality.upper() == "CT",
-        "photometric": "MONOCHROME2",
-    }
+    meta = volume_meta(path, canonical, img.affine, modality, int(img.shape[3]) if img.ndim == 4 else 1)
     mask = None
     if label_path is not None:
         label_img = _load(label_path)
@@ -136,9 +159,6 @@ def read_nifti(
                 f"(nibabel.processing.resample_from_to(label, image, order=0))",
             )
         labels, _ = _canonical_array(label_img, label_path, 0)
-        rounded = np.rint(labels)
-        if not np.allclose(rounded, labels) or rounded.min() < 0:
-            raise ReaderError(label_path, "label volume is not a non-negative integer label map")
-        mask = rounded.astype(np.uint8 if rounded.max() < 256 else np.int32)
+        mask = integer_label_map(labels, label_path)
         meta["label_source"] = str(label_path)
     return ImageRecord(array, "volume", meta, {}, mask=mask)
