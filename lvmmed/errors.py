@@ -104,7 +104,7 @@ KNOWN_ERRORS: tuple[tuple[str, str, int, str], ...] = (
     ("data_prep.writer", "ResumeError", EXIT_USAGE, "use a new --out, or --overwrite to replace the old run"),
     ("lvmmed.data.shards", "ShardFormatError", EXIT_FAILURE, "rebuild the shards with python -m data_prep convert"),
     ("lvmmed.data.samples", "MissingSampleError", EXIT_FAILURE, "reinstall the package that ships the sample"),
-    ("lvmmed.data.pipeline", "DataQualityError", EXIT_FAILURE, DataQualityError.default_fix),
+    ("lvmmed.data.shard_sets", "DataQualityError", EXIT_FAILURE, DataQualityError.default_fix),
     ("lvmmed.data.readers.record", "ReaderError", EXIT_FAILURE, InputError.default_fix),
     ("lvmmed.models.state_dict", "WeightLoadError", EXIT_FAILURE, WeightsError.default_fix),
     ("safetensors", "SafetensorError", EXIT_FAILURE, "the .safetensors file is truncated or not safetensors"),

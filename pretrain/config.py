@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lvmmed.data.augment import AugmentConfig
-from lvmmed.data.pipeline import DataConfig
+from lvmmed.data.shard_sets import DataConfig
 from lvmmed.losses import LossConfig
 
 PROJECTORS = ("simclr", "vicreg", "byol", "barlow")
