@@ -16,6 +16,9 @@ evaluation), with the choices the paper leaves open stated and configurable in :
 * **The initial state is a candidate**: the untrained model is scored at step 0 and replaced only by a strictly
   better val score, so an LP-initialised method (MoVL, LP-FT, VPT with ``init_head=lp``) can never be selected
   below the probe it starts from on val (nor replaced by a gain within ``min_delta``, which is val noise).
+* **Replacement only on a real gain**: the best trained state must also beat the initial state by more than val
+  noise (one-sided paired bootstrap over val samples at ``replace_confidence``), since the maximum over many
+  candidates and checkpoints is optimistically biased; otherwise the initial state is kept and the test says why.
 * **Successive halving** (Jamieson & Talwalkar, AISTATS 2016): all candidates run ``rung_steps`` steps, then only
   the ``keep`` best (by best val so far) continue to ``max_steps``. This is our budget choice; ``keep`` at least the
   number of candidates turns it off.
@@ -41,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+
+from downstream.head_standardizer import fold_standardizer, standardize_head
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +113,9 @@ class TuningConfig:
         keep: Candidates that continue after the rung.
         lr_batch_scale: Scale grid lrs by ``optim.batch_size / 256`` (VPT).
         chance_margin: A val score within this margin of chance counts as "at chance".
+        replace_confidence: The best trained state replaces the initial one only when its val gain is positive
+            with this one-sided confidence (paired bootstrap over val samples, :func:`replacement_test`); 0 keeps
+            only ``min_delta``.
         standardize_features: Standardise pooled features with fixed train statistics before a one-layer head
             (:class:`FeatureStandardizer`, MAE's linear-probe normalisation); the initial logits are unchanged.
         spaces: Per-family search spaces, overridable from YAML (``tuning.spaces.vpt.lr=[5,1]``).
@@ -122,10 +130,13 @@ class TuningConfig:
     keep: int = 1
     lr_batch_scale: bool = True
     chance_margin: float = 0.02
+    replace_confidence: float = 0.9
     standardize_features: bool = True
     spaces: SearchSpaces = field(default_factory=SearchSpaces)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.replace_confidence < 1:
+            raise ValueError(f"tuning.replace_confidence must be in [0, 1), got {self.replace_confidence}")
         if self.max_steps < 1 or self.eval_every < 1 or self.patience < 1 or self.keep < 1:
             raise ValueError("tuning.max_steps, eval_every, patience and keep must be >= 1")
         if not 0 < self.rung_steps <= self.max_steps:
@@ -200,6 +211,21 @@ def score(y: np.ndarray, probs: np.ndarray, metric: str) -> float:
     return -1.0 if np.isnan(value) else float(value)
 
 
+def replacement_test(y: np.ndarray, probs_new: np.ndarray, probs_init: np.ndarray, metric: str, confidence: float,
+                     seed: int, n_boot: int = 1000) -> dict[str, Any]:  # fmt: skip
+    """Is the trained state's val gain over the initial state more than val noise?
+
+    Paired bootstrap over the val samples (both states scored on the same resamples, ``stats.paired_bootstrap``):
+    the gain is significant when the lower bound of its two-sided ``2·confidence − 1`` interval, i.e. its one-sided
+    ``confidence`` bound, is above zero. The best of many candidates and checkpoints on a few hundred val samples is
+    optimistic (its val gain does not transfer to test); this is our guard against it, not a papers' rule.
+    """
+    from downstream.stats import paired_bootstrap
+
+    res = paired_bootstrap(y, probs_new, probs_init, metric, n_boot=n_boot, seed=seed, level=2 * confidence - 1)
+    return {**res, "confidence": confidence, "significant": bool(res["ci_low"] > 0)}
+
+
 def chance_score(y: np.ndarray, num_classes: int, metric: str) -> float:
     """Score of the best constant prediction (majority class for accuracy, 1/C for balanced accuracy...)."""
     best = -1.0
@@ -208,68 +234,6 @@ def chance_score(y: np.ndarray, num_classes: int, metric: str) -> float:
         probs[:, c] = 1.0
         best = max(best, score(y, probs, metric))
     return best
-
-
-class FeatureStandardizer(torch.nn.Module):
-    """Fixed per-dimension standardisation of pooled features before a linear head (train-split statistics).
-
-    MAE's linear probe puts a BatchNorm without affine parameters before the head (He et al., CVPR 2022); this is
-    the same normalisation with frozen statistics. Self-supervised exports can have features whose variation
-    across samples is tiny next to their norm (std ~0.03 against a norm of ~14 for our tiny exports); on those an
-    SGD-trained head is ill-conditioned, and a probe-initialised head (the probe is fitted on standardised
-    features) turns small feature changes into huge logits.
-    """
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.detach().clone())
-        self.register_buffer("std", std.detach().clone())
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean) / self.std
-
-
-def standardize_head(method: Any, train_features: torch.Tensor) -> bool:
-    """Puts a :class:`FeatureStandardizer` before ``method.head`` when the head is one linear layer.
-
-    The linear layer is re-expressed so the logits are unchanged (W' = W·diag(s), b' = b + W·m): the method's
-    initial state, e.g. the probe, stays exactly what it was. Returns whether the head was wrapped.
-    """
-    head = getattr(method, "head", None)
-    if not isinstance(head, torch.nn.Module) or any(isinstance(m, FeatureStandardizer) for m in head.modules()):
-        return False
-    linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
-    if len(linears) != 1:
-        return False
-    linear = linears[0]
-    mean = train_features.mean(0).to(linear.weight)
-    std = (train_features.std(0) + 1e-6).to(linear.weight)
-    with torch.no_grad():
-        bias = linear.bias + linear.weight @ mean
-        linear.weight.mul_(std)
-        linear.bias.copy_(bias)
-    method.head = torch.nn.Sequential(FeatureStandardizer(mean, std), head)
-    method.declare_trainable()
-    return True
-
-
-def fold_standardizer(method: Any) -> bool:
-    """Folds a :class:`FeatureStandardizer` back into the linear head it precedes (the inverse of
-    :func:`standardize_head`: W = W'·diag(1/s), b = b' − W·m), so a tuned method has the architecture of a fresh
-    one and its saved delta (``delta.safetensors``) loads into ``python -m downstream``'s fresh method; the logits
-    are unchanged. Returns whether a standardiser was folded.
-    """
-    head = getattr(method, "head", None)
-    if not (isinstance(head, torch.nn.Sequential) and len(head) == 2 and isinstance(head[0], FeatureStandardizer)):
-        return False
-    standardizer, inner = head[0], head[1]
-    linear = next(m for m in inner.modules() if isinstance(m, torch.nn.Linear))
-    with torch.no_grad():
-        linear.weight.div_(standardizer.std.to(linear.weight))
-        linear.bias.sub_(linear.weight @ standardizer.mean.to(linear.weight))
-    method.head = inner
-    method.declare_trainable()
-    return True
 
 
 class _Run:
@@ -315,18 +279,22 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     if getattr(method, "head_only", False):  # head-only methods: train and score on cached frozen features
         val_feats = torch.as_tensor(frozen_features(method, xs["val"], cfg.optim.eval_batch_size))
 
-    def evaluate(model: Any) -> float:
+    def val_probs(model: Any) -> np.ndarray:
         if val_feats is None:
-            return score(y_val, predict_probs(model, xs["val"], cfg.optim.eval_batch_size), metric)
+            return predict_probs(model, xs["val"], cfg.optim.eval_batch_size)
         model.eval()
         with torch.no_grad():
             logits = model(xs["val"][:0], plain=val_feats.to(xs["val"].device))
-        return score(y_val, torch.softmax(logits.float(), -1).cpu().numpy(), metric)
+        return torch.softmax(logits.float(), -1).cpu().numpy()
+
+    def evaluate(model: Any) -> float:
+        return score(y_val, val_probs(model), metric)
 
     if tc.standardize_features and not getattr(method, "head_only", False):
         train_feats = torch.as_tensor(frozen_features(method, xs["train"], cfg.optim.eval_batch_size))
         out["standardized_head"] = standardize_head(method, train_feats.to(xs["train"].device))
-    init_score = evaluate(method)
+    init_probs = val_probs(method)
+    init_score = score(y_val, init_probs, metric)
     init_state = method.delta_state_dict()
     plain = None
     if getattr(method, "accepts_plain_features", False):  # MoVL's plain stream, head-only methods' inputs
@@ -366,8 +334,13 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     for run in survivors:  # a survivor that already stopped early (or diverged) stays stopped
         advance(run, tc.max_steps)
     chosen = max(runs, key=lambda r: (r.best_score, -runs.index(r)))
-    chose_initial = chosen.best_step == 0
     method.load_delta_state_dict(chosen.best_state)
+    replacement = None
+    if chosen.best_step > 0 and tc.replace_confidence > 0:
+        replacement = replacement_test(y_val, val_probs(method), init_probs, metric, tc.replace_confidence, cfg.seed)
+        if not replacement["significant"]:
+            method.load_delta_state_dict(init_state)
+    chose_initial = chosen.best_step == 0 or (replacement is not None and not replacement["significant"])
     method.cfg = cfg if chose_initial else chosen.cand.cfg
     for run in runs:
         del run.model
@@ -377,16 +350,17 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     out["best_hparams"] = best_hparams
     out["tuning"] = {
         "metric": metric, "initial_val": init_score, "chosen": "initial" if chose_initial else chosen.cand.name,
-        "chosen_val": chosen.best_score, "chance_val": chance, "max_steps": tc.max_steps,
+        "best_candidate": chosen.cand.name, "replacement_test": replacement, "chance_val": chance,
+        "chosen_val": init_score if chose_initial else chosen.best_score, "max_steps": tc.max_steps,
         "rung_steps": tc.rung_steps, "keep": tc.keep, "candidates": [r.record() for r in runs],
     }  # fmt: skip
     out["flags"] = {
-        "val_at_chance": chosen.best_score <= chance + tc.chance_margin,
+        "val_at_chance": out["tuning"]["chosen_val"] <= chance + tc.chance_margin,
         "diverged": [r.cand.name for r in runs if r.error],
         "collapsed": collapsed,
     }
     out["train_seconds"] = time.perf_counter() - t0 + out.get("feature_seconds", 0.0) + out.get("probe_seconds", 0.0)
     log.info("%s: chose %s (val %s %.4f; initial %.4f)", cfg.method, out["tuning"]["chosen"], metric,
-             chosen.best_score, init_score)  # fmt: skip
+             out["tuning"]["chosen_val"], init_score)  # fmt: skip
     fold_standardizer(method)  # the saved delta then matches a fresh method's parameters
     return method

@@ -28,7 +28,11 @@ class GraphMatchingConfig:
         solver_method: ``auto`` (factorized → ipfp, pygmtools → rrwm), or ``ipfp`` / ``rrwm`` (factorized),
             ``rrwm`` / ``ipfp`` / ``sm`` (pygmtools). ``ipfp`` is the fast training default; ``rrwm`` finds better
             optima on hard random QAPs but costs O(N²k²) per walk.
-        solver_max_iter: IPFP steps / pygmtools iterations.
+        solver_max_iter: IPFP steps / pygmtools iterations of the forward solve (IPFP stops earlier when a step
+            does not improve the objective).
+        solver_backward_iter: IPFP steps of the warm-started black-box re-solve (``matching/blackbox.py``). One
+            step (one assignment call) is the default: the perturbation moves Cv by λ towards the ground truth,
+            so the first linearise-and-project step from X̂ takes most of the change.
         lambda_val: black-box interpolation strength λ (Vlastelica et al. 2020), as the largest per-entry change
             of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]; λ = 0.5 is large enough
             to flip wrong assignments (a perceptron-like signal, as BB-GM's λ = 80 on O(1) costs) yet local.
@@ -66,6 +70,7 @@ class GraphMatchingConfig:
     solver: str = "factorized"
     solver_method: str = "auto"
     solver_max_iter: int = 50
+    solver_backward_iter: int = 1
     lambda_val: float = 0.5
     normalize_perturbation: bool = True
     perturb_samples: int = 1
@@ -108,6 +113,8 @@ class GraphMatchingConfig:
             raise ValueError("graph_matching: hamming_weight=0 needs an auxiliary term (aux=infonce, aux_weight > 0)")
         if self.mp_layers < 0 or self.mp_hidden < 1 or self.local_grid < 1 or self.solver_max_iter < 1:
             raise ValueError("graph_matching mp_layers >= 0, mp_hidden/local_grid/solver_max_iter >= 1 required")
+        if self.solver_backward_iter < 1:
+            raise ValueError(f"graph_matching.solver_backward_iter must be >= 1, got {self.solver_backward_iter}")
         if self.aux_temperature <= 0:
             raise ValueError(f"graph_matching.aux_temperature must be > 0, got {self.aux_temperature}")
         if self.on_nonfinite not in NONFINITE_POLICIES:

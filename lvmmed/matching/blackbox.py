@@ -26,7 +26,10 @@ Choices the papers leave open:
   (the forward solver's own ascent) started at X̂, instead of from scratch (Hungarian on Cv', IPFP from there and,
   for ``rrwm``, a second RRWM run). Every IPFP step is monotone in the perturbed objective, so X̂' is at least as
   good as X̂ for the perturbed problem, as the interpolation needs; each step costs one Hungarian call, and the
-  cold solve's first Hungarian on Cv' (and the RRWM walks) are saved. ``stats["backward_solver_iters"]``
+  cold solve's first Hungarian on Cv' (and the RRWM walks) are saved. ``SolverSpec.backward_max_iter`` (default
+  1, ``loss.graph_matching.solver_backward_iter``) caps the steps: the perturbation moves Cv towards the ground
+  truth by λ, and in ``bench/gm_loss.py`` the warm re-solve's second assignment call was the one that found no
+  further improvement, so one step gives the same X̂' there for half the calls. ``stats["backward_solver_iters"]``
   counts the calls of the backward pass. BB-GM (Rolínek et al., ECCV 2020) re-solves from scratch; the warm start
   is our choice, for large N.
 """
@@ -56,7 +59,7 @@ def resolve_from(qap: QAP, start: Tensor, spec: SolverSpec) -> Any:
     """The backward re-solve: IPFP warm-started from ``start`` (the forward solution) when ``spec.warm_start`` and
     the solver is the factorised one, else a cold solve with ``spec``. Returns the solver's result."""
     if spec.name == "factorized" and spec.warm_start:
-        return ipfp(qap, start, spec.max_iter)
+        return ipfp(qap, start, spec.backward_max_iter)
     return solve(qap, spec)
 
 

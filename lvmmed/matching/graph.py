@@ -98,4 +98,6 @@ def edge_features(h: Tensor, graph: KnnGraph) -> Tensor:
     Returns:
         (N * k, d) edge features, row ``p = i * k + m``.
     """
-    return (h[graph.neighbors] - h[:, None, :]).reshape(-1, h.shape[1])
+    n, k = graph.neighbors.shape
+    ends = h.index_select(0, graph.neighbors.reshape(-1)).view(n, k, -1)  # backward: index_add_, not index_put_
+    return (ends - h[:, None, :]).reshape(-1, h.shape[1])

@@ -35,7 +35,9 @@ class MessagePassingLayer(nn.Module):
     def forward(self, h: Tensor, graph: KnnGraph) -> Tensor:
         if graph.k == 0:
             return h
-        neighbour_mean = h[graph.neighbors].mean(dim=1)
+        # index_select, not h[neighbors]: its backward is one index_add_ instead of a sorting index_put_.
+        n, k = graph.neighbors.shape
+        neighbour_mean = h.index_select(0, graph.neighbors.reshape(-1)).view(n, k, -1).mean(dim=1)
         return h + self.residual_scale * self.update(torch.cat([h, neighbour_mean - h], dim=1))
 
 

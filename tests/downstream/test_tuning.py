@@ -59,10 +59,12 @@ def val_score(method, xs, ys) -> float:
     return score(ys["val"].numpy(), predict_probs(method, xs["val"]), "balanced_accuracy")
 
 
+@pytest.mark.parametrize("confidence", [0.0, 0.9])
 @pytest.mark.parametrize("lr", [30.0, 0.5])
-def test_selection_never_ends_below_the_lp_start_on_val(mni_task, lr):
+def test_selection_never_ends_below_the_lp_start_on_val(mni_task, lr, confidence):
     xs, ys = mni_task
-    cfg = make_cfg("method=movl", f"tuning.spaces.movl.lr=[{lr}]", "tuning.spaces.movl.head_lr=[1.0]")
+    cfg = make_cfg("method=movl", f"tuning.spaces.movl.lr=[{lr}]", "tuning.spaces.movl.head_lr=[1.0]",
+                   f"tuning.replace_confidence={confidence}")  # fmt: skip
     method = probe_initialised("movl", cfg, xs, ys)
     start = val_score(method, xs, ys)
     out: dict = {}
@@ -71,7 +73,13 @@ def test_selection_never_ends_below_the_lp_start_on_val(mni_task, lr):
     assert val_score(chosen, xs, ys) >= start - 1e-9
     assert val_score(chosen, xs, ys) == pytest.approx(out["tuning"]["chosen_val"])
     best = max(c["best_val"] for c in out["tuning"]["candidates"])
-    assert out["tuning"]["chosen_val"] == pytest.approx(max(best, start))
+    test = out["tuning"]["replacement_test"]
+    if confidence == 0 or best <= start:
+        assert test is None and out["tuning"]["chosen_val"] == pytest.approx(max(best, start))
+    else:  # a gain is kept only when the paired bootstrap says it is more than val noise
+        assert test["diff"] == pytest.approx(best - start)
+        assert out["tuning"]["chosen_val"] == pytest.approx(best if test["significant"] else start)
+        assert test["significant"] == (test["ci_low"] > 0)
     if out["best_hparams"].get("initial"):  # the initial state is returned bit for bit
         assert torch.equal(chosen.prompter.pad_up, torch.zeros_like(chosen.prompter.pad_up))
 
@@ -186,7 +194,7 @@ def test_head_only_grid_on_cached_features_scores_like_the_full_forward(mni_task
 
 
 def test_standardized_head_keeps_the_initial_logits(mni_task):
-    from downstream.tuning import FeatureStandardizer, standardize_head
+    from downstream.head_standardizer import FeatureStandardizer, standardize_head
 
     xs, ys = mni_task
     cfg = make_cfg("method=vpt-deep", "vpt.num_tokens=2")
@@ -199,7 +207,7 @@ def test_standardized_head_keeps_the_initial_logits(mni_task):
 
 
 def test_folding_the_standardizer_keeps_logits_and_gives_a_loadable_delta(mni_task):
-    from downstream.tuning import fold_standardizer, standardize_head
+    from downstream.head_standardizer import fold_standardizer, standardize_head
 
     xs, ys = mni_task
     cfg = make_cfg("method=vpt-deep", "vpt.num_tokens=2")
@@ -214,3 +222,20 @@ def test_folding_the_standardizer_keeps_logits_and_gives_a_loadable_delta(mni_ta
     fresh = build_method("vpt-deep", method.backbone, method.num_classes, cfg)
     fresh.load_delta_state_dict(delta)
     np.testing.assert_allclose(predict_probs(fresh, xs["val"]), before, atol=1e-5)
+
+
+def test_replacement_test_separates_a_real_gain_from_val_noise():
+    """Per-sample predictions of two states on 300 val samples: a gain of one sample is noise, of 60 it is not."""
+    from downstream.tuning import replacement_test
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    init = np.eye(3)[np.where(rng.random(300) < 0.5, y, (y + 1) % 3)]
+    one_more, many_more = init.copy(), init.copy()
+    wrong = np.flatnonzero(init.argmax(1) != y)
+    one_more[wrong[:1]] = np.eye(3)[y[wrong[:1]]]
+    many_more[wrong[:60]] = np.eye(3)[y[wrong[:60]]]
+    noise = replacement_test(y, one_more, init, "accuracy", 0.9, seed=0)
+    real = replacement_test(y, many_more, init, "accuracy", 0.9, seed=0)
+    assert noise["diff"] == pytest.approx(1 / 300) and not noise["significant"]
+    assert real["diff"] == pytest.approx(60 / 300) and real["significant"]

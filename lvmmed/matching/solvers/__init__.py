@@ -28,16 +28,20 @@ class SolverSpec:
         max_iter: IPFP steps (factorized) or solver iterations (pygmtools).
         warm_start: the black-box backward re-solve of a ``factorized`` spec starts IPFP from the forward
             solution X̂ instead of solving from scratch (``lvmmed.matching.blackbox``).
+        backward_max_iter: IPFP steps of that warm-started re-solve (each one assignment call).
     """
 
     name: str = "factorized"
     method: str = "ipfp"
     max_iter: int = 50
     warm_start: bool = True
+    backward_max_iter: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in SOLVERS:
             raise ValueError(f"unknown solver '{self.name}' (expected one of {SOLVERS})")
+        if self.max_iter < 1 or self.backward_max_iter < 1:
+            raise ValueError(f"max_iter, backward_max_iter must be >= 1: {self.max_iter}, {self.backward_max_iter}")
 
 
 def solve(qap: QAP, spec: SolverSpec) -> Matching:

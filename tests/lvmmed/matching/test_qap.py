@@ -51,6 +51,26 @@ class TestFactorisedOperator:
         dense = _unvec((k + k.T) @ _vec(x), n) - 2 * qap.cv * x + qap.cv
         torch.testing.assert_close(qap.linearize(perm), dense, rtol=1e-5, atol=1e-5)
 
+    @pytest.mark.parametrize("budget", [1 << 22, 700])
+    def test__chunked_linearisation_with_hubs_equals_the_matvec_gradient(self, monkeypatch, budget):
+        """More nodes than one chunk, very uneven in-degrees (a hub every node points to), a tiny block budget."""
+        import lvmmed.matching.qap as qap_module
+
+        monkeypatch.setattr(qap_module, "_BLOCK_BUDGET", budget)
+        n, k = 150, 5
+        gen = torch.Generator().manual_seed(5)
+        z1, z2 = torch.randn(n, 8, generator=gen), torch.randn(n, 8, generator=gen)
+        z1[:40] = z1[0] + 1e-3 * torch.randn(40, 8, generator=gen)  # a near-duplicate cluster: in-degrees up to 40
+        g1, g2 = knn_graph(z1, k), knn_graph(z2, k)
+        f1, f2 = torch.randn(n * k, 6, generator=gen), torch.randn(n * k, 6, generator=gen)
+        qap = qap_module.QAP(torch.rand(n, n, generator=gen), f1, f2, g1.neighbors, g2.neighbors)
+        assert int(torch.bincount(g1.neighbors.reshape(-1), minlength=n).max()) >= 3 * k
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+        x = torch.zeros(n, n)
+        x[torch.arange(n), perm] = 1
+        reference = qap.matvec(x) + qap.matvec(x, transpose=True) - 2 * qap.cv * x + qap.cv
+        torch.testing.assert_close(qap.linearize(perm), reference, rtol=1e-4, atol=1e-4)
+
     def test__edge_matches_are_the_active_pairs_of_yhat(self, make_qap):
         n = 9
         qap = make_qap(n, k=3, seed=4)
