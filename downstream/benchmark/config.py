@@ -86,7 +86,9 @@ class WeightSpec:
     Attributes:
         name: Alias used in the report (``random``, ``general``, ``ours_gm``, ``ours_simclr``, ``lvmmed_published``).
         source: ``random``, an export dir holding ``model.safetensors`` + ``config.json``, or a weight file.
-            A path that does not exist makes the source *skipped with a note* rather than an error.
+            A path that does not exist makes the source *skipped with a note* rather than an error. ``{seed}`` in
+            the path is replaced by each cell's seed (one pretraining run per seed, e.g.
+            ``runs/demo/pretrain_gm_s{seed}/export``), so seeds pair pretraining runs with downstream splits.
         note: Free text shown in the report (e.g. "GM loss, 300 steps on the bundled data").
         overrides: ``key=value`` the source needs in every cell (e.g. ``backbone=sam_vit_b`` for the published
             LVM-Med ViT), applied after the task and method overrides.

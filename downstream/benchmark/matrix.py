@@ -111,11 +111,27 @@ class SkippedSource:
     reason: str
 
 
-def source_available(spec: WeightSpec, base_dir: Path | None = None) -> str | None:
-    """Returns None when the weight source can be used, else the reason it cannot."""
+def seed_source(source: str, seed: int) -> str:
+    """The weight source of one seed's cells: ``{seed}`` in a source becomes the cell's seed.
+
+    ``runs/demo/pretrain_gm_s{seed}/export`` pairs downstream seed s with pretraining run s, so paired differences
+    over seeds include the variation between pretraining runs (not only between downstream splits).
+    """
+    return source.replace("{seed}", str(seed))
+
+
+def source_available(spec: WeightSpec, base_dir: Path | None = None, seeds: tuple[int, ...] = ()) -> str | None:
+    """Returns None when the weight source can be used (for every seed of ``seeds`` if it holds ``{seed}``), else the
+    reason it cannot."""
     from lvmmed.weights import WeightsNotFoundError, resolve_source
 
     if spec.source in ("random", "none", ""):
+        return None
+    if "{seed}" in spec.source:
+        for seed in seeds or (0,):
+            one = WeightSpec(spec.name, seed_source(spec.source, seed), spec.note, list(spec.overrides))
+            if (reason := source_available(one, base_dir)) is not None:
+                return f"seed {seed}: {reason}"
         return None
     source = spec.source
     local = Path(source)
@@ -147,7 +163,7 @@ def expand(cfg: BenchmarkConfig, base_dir: Path | None = None) -> tuple[list[Cel
     skipped: list[SkippedSource] = []
     usable: list[WeightSpec] = []
     for spec in cfg.weights:
-        reason = source_available(spec, base_dir)
+        reason = source_available(spec, base_dir, tuple(cfg.seeds))
         if reason is None:
             usable.append(spec)
         else:
@@ -175,7 +191,7 @@ def expand(cfg: BenchmarkConfig, base_dir: Path | None = None) -> tuple[list[Cel
                                 method=method.label,
                                 method_key=method.key,
                                 weights=spec.name,
-                                weights_source=spec.source,
+                                weights_source=seed_source(spec.source, seed),
                                 seed=seed,
                                 shot=shot,
                                 fraction=fraction,
@@ -197,7 +213,7 @@ def expand(cfg: BenchmarkConfig, base_dir: Path | None = None) -> tuple[list[Cel
                             method=f"{sweep.label}@{value}",
                             method_key=sweep.method,
                             weights=alias,
-                            weights_source=spec.source,
+                            weights_source=seed_source(spec.source, seed),
                             seed=seed,
                             overrides=(
                                 *cfg.overrides,

@@ -13,7 +13,14 @@ def test_demo_benchmark_config_is_rebased_and_drops_seg_on_request(tmp_path):
     cfg = load_config(DemoConfig, overrides=["seeds=[0,1]", "seg=false"])
     bench = benchmark_config(cfg, tmp_path, notes="scale note")
     assert bench.output_dir == str(tmp_path / "benchmark")
-    assert {w.name: w.source for w in bench.weights}["ours_gm"] == str(tmp_path / "pretrain_gm/export")
+    assert {w.name: w.source for w in bench.weights}["ours_gm"] == str(tmp_path / "pretrain_gm_s{seed}/export")
+    assert [run for run, _, _ in cfg.pretrain_runs()] == [
+        "pretrain_gm_s0", "pretrain_ntxent_s0", "pretrain_gm_s1", "pretrain_ntxent_s1"
+    ]  # fmt: skip
+    shared = load_config(DemoConfig, overrides=["seeds=[3,4]", "pretrain_per_seed=false"])
+    assert [run for run, _, _ in shared.pretrain_runs()] == ["pretrain_gm_s3", "pretrain_ntxent_s3"]
+    shared_bench = benchmark_config(shared, tmp_path, notes="")
+    assert {w.name: w.source for w in shared_bench.weights}["ours_gm"] == str(tmp_path / "pretrain_gm_s3/export")
     assert f"data_root={tmp_path}/shards" in bench.overrides
     assert bench.seeds == [0, 1] and bench.notes == "scale note"
     assert [t.name for t in bench.tasks] == ["tissue"]
@@ -73,6 +80,9 @@ def test_readme_excerpt_is_written_from_the_report_and_states_the_pretraining_se
     write_excerpt(cfg, report, 300.0, readme)
     block = read_block(readme, "demo-excerpt")
     assert "old numbers" not in block and "| 0.5 |" in block and "Results per task" not in block
-    assert "**1 pretraining run per loss**" in block and "3 downstream seeds" in block
+    assert "**3 pretraining runs per loss**" in block and "3 seeds" in block and "spread between pretraining" in block
+    shared = load_config(DemoConfig, overrides=["seeds=[0,1,2]", "pretrain_per_seed=false"])
+    write_excerpt(shared, report, 300.0, readme)
+    assert "**1 pretraining run per loss**" in read_block(readme, "demo-excerpt")
     assert readme.read_text().startswith("top\n") and readme.read_text().endswith("bottom\n")
     assert "pretrain_extra" in cfg.pretrain_sets and not any(s.startswith("colin27") for s in cfg.pretrain_sets)

@@ -91,3 +91,19 @@ def test_published_name_without_its_file_is_skipped_with_the_file_it_needs(tmp_p
     cells, skipped = expand(cfg)
     assert {c.weights for c in cells} == {"random"}
     assert [s.name for s in skipped] == ["lvmmed_vitb"] and "lvmmed_vit.pth" in skipped[0].reason
+
+
+def test_a_seed_placeholder_pairs_each_seed_with_its_own_pretraining_run(tmp_path):
+    """``{seed}`` in a weight source: seed s reads export s; a missing seed's export skips the source, naming it."""
+    from lvmmed.models import create_backbone
+    from lvmmed.weights import save_pretrained
+
+    for seed in (0, 1):
+        save_pretrained(create_backbone("resnet18", in_chans=1), tmp_path / f"gm_s{seed}")
+    per_seed = WeightSpec("ours_gm", str(tmp_path / "gm_s{seed}"))
+    cells, skipped = expand(_cfg(tmp_path, weights=[per_seed], methods=[MethodSpec("linear")]))
+    assert not skipped and len(cells) == 4
+    assert {(c.seed, c.weights_source) for c in cells} == {(s, str(tmp_path / f"gm_s{s}")) for s in (0, 1)}
+    assert len({c.fingerprint for c in cells}) == 4
+    cells, skipped = expand(_cfg(tmp_path, weights=[per_seed], methods=[MethodSpec("linear")], seeds=[0, 1, 2]))
+    assert not cells and [s.name for s in skipped] == ["ours_gm"] and skipped[0].reason.startswith("seed 2:")
