@@ -175,3 +175,47 @@ def order_checks(agg: Any, checks: Sequence[tuple[str, str, Sequence[str]]]) -> 
                     f"{sum(d >= 0 for d in diffs)}/{len(seeds)} | {_fmt(p)} | {'yes' if mean >= 0 else '**no**'} |"
                 )
     return lines
+
+
+def val_transfer(records: Sequence[dict], metric: str = "accuracy", reference: str = "linear") -> list[str]:
+    """Does a val gain carry over to test? One row per task, over the cells whose chosen state is a trained one.
+
+    For each such cell: the val gain of the chosen state over the method's starting point (``select_metric``) and
+    the test gain over the ``reference`` column (the probe) with the same weights and seed. When the val gains are
+    large and the test gains negative, the val split does not predict the test split (e.g. different slabs of
+    one template holding different mixtures of the classes), and no selection rule on val can fix that.
+    """
+    from scipy.stats import spearmanr
+
+    ok = [r for r in records if r.get("status") == "ok" and "cell" in r]
+    ref = {(r["cell"]["task"], r["cell"]["weights"], r["cell"]["seed"]): _metric(r, metric)
+           for r in ok if r["cell"]["method"] == reference}  # fmt: skip
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for record in ok:
+        cell, tuning = record["cell"], _result(record).get("tuning") or {}
+        base = ref.get((cell["task"], cell["weights"], cell["seed"]))
+        test, chosen, initial = _metric(record, metric), tuning.get("chosen_val"), tuning.get("initial_val")
+        if cell["method"] == reference or tuning.get("chosen", "initial") == "initial":
+            continue
+        if None in (base, test, chosen, initial):
+            continue
+        rows[(cell["task"], cell["method"])].append((float(chosen) - float(initial), test - base))
+    if not rows:
+        return []
+    lines = [
+        f"Trained states that replaced their starting point: their val gain over it against their test gain over "
+        f"`{reference}` (test {metric}), same weights and seed; ρ is Spearman's between the two gains. VP's starting "
+        "point is the untrained prompt with a fresh head (near chance), so its val gains are large by construction.",
+        "",
+        "| task | method | cells | mean val gain | mean test gain vs probe | test gain ≥ 0 | Spearman ρ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (task, method), pairs in sorted(rows.items()):
+        val_gain, test_gain = [p[0] for p in pairs], [p[1] for p in pairs]
+        rho = spearmanr(val_gain, test_gain).statistic if len(pairs) > 2 else float("nan")
+        lines.append(
+            f"| {task} | {method} | {len(pairs)} | {sum(val_gain) / len(pairs):+.3f} | "
+            f"{sum(test_gain) / len(pairs):+.3f} | "
+            f"{sum(g >= 0 for g in test_gain)}/{len(pairs)} | {_fmt(float(rho))} |"
+        )
+    return lines

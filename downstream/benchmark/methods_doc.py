@@ -99,6 +99,9 @@ def build_block(cfg: BenchmarkConfig, doc: Path, command: str, block: str = BLOC
     lines += [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in tables.task_tables(agg)]
     diag_lines, figures = diagnostics.section(records, Path(cfg.output_dir), next(iter(agg.metrics.values()), "?"))
     lines += [line.replace("## ", "### ", 1) if line.startswith("## ") else line for line in diag_lines]
+    transfer = diagnostics.val_transfer(records, next(iter(agg.metrics.values()), "accuracy"))
+    if transfer:
+        lines += ["### Does a val gain carry over to test?", "", *transfer, ""]
     if figures:
         fig_dir = doc.parent / "figures" / block
         fig_dir.mkdir(parents=True, exist_ok=True)
