@@ -102,6 +102,9 @@ class AblationConfig:
         threads_per_worker: ``OMP_NUM_THREADS`` of every job.
         report: Markdown file whose ``ablation`` block is rewritten from the results ("" = only ``report.md``).
         report_block: Marker name of that block (``lvmmed.markers``).
+        readme: Markdown file (e.g. ``README.md``) whose ``readme_block`` block is rewritten with the command and
+            the headline verdicts ("" = none), so the README quotes the ablation from its results.
+        readme_block: Marker name of that block.
         command: The command line quoted in the report ("" = reconstructed from the arguments).
         seconds_per_step, seconds_per_eval: Idle 2-core timing assumptions of the start-up estimate.
     """
@@ -123,6 +126,8 @@ class AblationConfig:
     threads_per_worker: int = 1
     report: str = ""
     report_block: str = "ablation"
+    readme: str = ""
+    readme_block: str = "ablation-headline"
     command: str = ""
     seconds_per_step: float = 0.6
     seconds_per_eval: float = 20.0

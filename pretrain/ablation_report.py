@@ -187,7 +187,7 @@ def markdown(cfg: AblationConfig, data: dict[str, Any], summary: dict[str, Any],
         loss = [r["train"].get("loss", math.nan) for r in runs if r.get("train")]
         acc = [r["train"].get("match_acc", math.nan) for r in runs if r.get("train")]
         minutes = [r.get("seconds", math.nan) / 60 for r in runs]
-        means = [float(np.nanmean(x)) if x else math.nan for x in (loss, acc, minutes)]
+        means = [float(np.nanmean(x)) if any(math.isfinite(v) for v in x) else math.nan for x in (loss, acc, minutes)]
         lines.append(
             f"| {v.label} | {v.note or ' '.join(v.overrides) or 'base config'} | {len(runs)} | "
             f"{_f(means[0])} | {_f(means[1])} | {_f(means[2], 1)} |"
@@ -219,4 +219,19 @@ def write_reports(cfg: AblationConfig, harness: Any, command: str) -> dict[str, 
     report.write_text(f"# Ablation {cfg.name}\n\n{body}\n")
     if cfg.report:
         write_block(cfg.report, cfg.report_block, body)
+    if cfg.readme:
+        write_block(cfg.readme, cfg.readme_block, readme_quote(cfg, summary, command))
     return {"report": report, "results": out / "results.json"}
+
+
+def readme_quote(cfg: AblationConfig, summary: dict[str, Any], command: str) -> str:
+    """The README's quote of the ablation: the command, the seeds and the headline verdicts."""
+    rows = summary[cfg.headline]
+    best = max((v for v in cfg.variants), key=lambda v: rows[v.name]["mean"] if rows[v.name]["n"] else -math.inf)
+    return "\n".join([
+        f"Quoted from `{command}` ({len(cfg.variants)} variants × pretraining seeds {list(cfg.seeds)}; the full "
+        f"tables are in {cfg.report or 'the run report'}). Headline: {cfg.headline}, mean over pretraining seeds; "
+        f"highest mean: {best.label} ({_f(rows[best.name]['mean'])}).",
+        "",
+        *headline_lines(cfg, summary),
+    ])  # fmt: skip

@@ -35,12 +35,14 @@ def _config(tmp_path, shards: dict) -> dict:
         "headline": "tissue/linear",
         "workers": 1,
         "report": str(tmp_path / "page.md"),
+        "readme": str(tmp_path / "readme.md"),
     }
 
 
 @pytest.mark.slow
 def test__harness_runs_resumes_and_writes_the_report_block(tmp_path, bundled_shards, capsys):
     (tmp_path / "page.md").write_text("intro\n<!-- ablation:start -->\n<!-- ablation:end -->\nend\n")
+    (tmp_path / "readme.md").write_text("# R\n<!-- ablation-headline:start -->\nold\n<!-- ablation-headline:end -->\n")
     config = tmp_path / "ablation.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path, bundled_shards)))
     assert ablation.main(["--config", str(config)]) == 0
@@ -51,6 +53,9 @@ def test__harness_runs_resumes_and_writes_the_report_block(tmp_path, bundled_sha
     block = read_block(tmp_path / "page.md", "ablation")
     assert "python -m pretrain.ablation --config" in block and "| paper_gm |" in block
     assert (tmp_path / "page.md").read_text().startswith("intro\n") and "complete" in block
+    quote = read_block(tmp_path / "readme.md", "ablation-headline")
+    assert "old" not in quote and "Quoted from `python -m pretrain.ablation --config" in quote
+    assert "- paper_gm − random on tissue/linear:" in quote and "pretraining seeds [0]" in quote
     # a rerun skips every finished cell: no new pretraining, same numbers
     assert "pending 0 pretraining runs" not in capsys.readouterr().out
     assert ablation.main(["--config", str(config)]) == 0
