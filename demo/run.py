@@ -182,21 +182,20 @@ def _rebase(text: str, out: Path) -> str:
 def benchmark_config(cfg: DemoConfig, out: Path, notes: str):
     """The demo's BenchmarkConfig: the YAML, rebased onto ``out``, with the seeds and the report notes."""
     from downstream.benchmark.config import BenchmarkConfig
+    from downstream.benchmark.matrix import is_segmentation, seed_source
 
     bench = load_config(BenchmarkConfig, REPO / cfg.benchmark_config, cfg.benchmark_overrides)
     bench.output_dir = _rebase(bench.output_dir, out)
     for weights in bench.weights:
         weights.source = _rebase(weights.source, out)
         if not cfg.pretrain_per_seed:  # every benchmark seed reads the one pretraining run
-            weights.source = weights.source.replace("{seed}", str(cfg.seeds[0]))
+            weights.source = seed_source(weights.source, cfg.seeds[0])
     for task in bench.tasks:
         task.overrides = [k + "=" + _rebase(v, out) for k, v in (o.split("=", 1) for o in task.overrides)]
     bench.overrides = [k + "=" + _rebase(v, out) for k, v in (o.split("=", 1) for o in bench.overrides)]
     bench.seeds = list(cfg.seeds)
     bench.notes = notes
     if not cfg.seg:
-        from downstream.benchmark.matrix import is_segmentation
-
         bench.tasks = [t for t in bench.tasks if not is_segmentation("", t.task or t.name)]
         bench.methods = [m for m in bench.methods if not is_segmentation(m.key, "")]
     return bench

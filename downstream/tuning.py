@@ -336,11 +336,12 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     chosen = max(runs, key=lambda r: (r.best_score, -runs.index(r)))
     method.load_delta_state_dict(chosen.best_state)
     replacement = None
-    if chosen.best_step > 0 and tc.replace_confidence > 0:
+    chose_initial = chosen.best_step == 0
+    if not chose_initial and tc.replace_confidence > 0:
         replacement = replacement_test(y_val, val_probs(method), init_probs, metric, tc.replace_confidence, cfg.seed)
-        if not replacement["significant"]:
+        chose_initial = not replacement["significant"]
+        if chose_initial:
             method.load_delta_state_dict(init_state)
-    chose_initial = chosen.best_step == 0 or (replacement is not None and not replacement["significant"])
     method.cfg = cfg if chose_initial else chosen.cand.cfg
     for run in runs:
         del run.model

@@ -227,7 +227,7 @@ def write_reports(cfg: AblationConfig, harness: Any, command: str) -> dict[str, 
 def readme_quote(cfg: AblationConfig, summary: dict[str, Any], command: str) -> str:
     """The README's quote of the ablation: the command, the seeds and the headline verdicts."""
     rows = summary[cfg.headline]
-    best = max((v for v in cfg.variants), key=lambda v: rows[v.name]["mean"] if rows[v.name]["n"] else -math.inf)
+    best = max(cfg.variants, key=lambda v: rows[v.name]["mean"] if rows[v.name]["n"] else -math.inf)
     return "\n".join([
         f"Quoted from `{command}` ({len(cfg.variants)} variants × pretraining seeds {list(cfg.seeds)}; the full "
         f"tables are in {cfg.report or 'the run report'}). Headline: {cfg.headline}, mean over pretraining seeds; "

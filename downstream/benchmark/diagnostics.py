@@ -193,10 +193,10 @@ def val_transfer(records: Sequence[dict], metric: str = "accuracy", reference: s
     rows: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for record in ok:
         cell, tuning = record["cell"], _result(record).get("tuning") or {}
-        base = ref.get((cell["task"], cell["weights"], cell["seed"]))
-        test, chosen, initial = _metric(record, metric), tuning.get("chosen_val"), tuning.get("initial_val")
         if cell["method"] == reference or tuning.get("chosen", "initial") == "initial":
             continue
+        base = ref.get((cell["task"], cell["weights"], cell["seed"]))
+        test, chosen, initial = _metric(record, metric), tuning.get("chosen_val"), tuning.get("initial_val")
         if None in (base, test, chosen, initial):
             continue
         rows[(cell["task"], cell["method"])].append((float(chosen) - float(initial), test - base))

@@ -50,7 +50,7 @@ class QAP:
     nbr1: Tensor
     nbr2: Tensor
     _dense_ce: Tensor | None = field(default=None, repr=False)
-    _in_edges2: tuple[Tensor, Tensor, Tensor, Tensor] | None = field(default=None, repr=False)
+    _in_edges2: tuple[Tensor, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.cv.shape[0]
@@ -136,8 +136,9 @@ class QAP:
         return float(unary + self.ce_pairs(p, q).sum())
 
     @staticmethod
-    def _padded_in_edges(nbr: Tensor) -> Tensor:
-        """(N, D) ids of each node's in-edges (D = max in-degree), padded with ``N·k``, a zero factor row."""
+    def _padded_in_edges(nbr: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, D) ids of each node's in-edges (D = max in-degree), padded with ``N·k``, a zero factor row, and the
+        (N,) in-degrees."""
         n = nbr.shape[0]
         dst = nbr.reshape(-1)
         order = torch.argsort(dst, stable=True)
@@ -147,19 +148,16 @@ class QAP:
         position = torch.arange(dst.numel(), device=nbr.device) - starts[dst_sorted]
         table = torch.full((n, max(int(counts.max()), 1)), dst.numel(), dtype=torch.long, device=nbr.device)
         table[dst_sorted, position] = order
-        return table
+        return table, counts
 
-    def _in_edge_tables(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Padded in-edge tables of both graphs, and the factors with an appended zero row (cached)."""
+    def _in_edge_tables(self) -> tuple[Tensor, ...]:
+        """Padded in-edge tables and in-degrees of both graphs, and the factors with an appended zero row (cached)."""
         if self._in_edges2 is None:
-            zero1 = self.f1.new_zeros(1, self.f1.shape[1])
-            zero2 = self.f2.new_zeros(1, self.f2.shape[1])
-            self._in_edges2 = (
-                self._padded_in_edges(self.nbr1),
-                self._padded_in_edges(self.nbr2),
-                torch.cat([self.f1, zero1]),
-                torch.cat([self.f2, zero2]),
-            )
+            in1, degree1 = self._padded_in_edges(self.nbr1)
+            in2, degree2 = self._padded_in_edges(self.nbr2)
+            f1_pad = torch.cat([self.f1, self.f1.new_zeros(1, self.f1.shape[1])])
+            f2_pad = torch.cat([self.f2, self.f2.new_zeros(1, self.f2.shape[1])])
+            self._in_edges2 = (in1, in2, degree1, degree2, f1_pad, f2_pad)
         return self._in_edges2
 
     def linearize(self, perm: Tensor) -> Tensor:
@@ -177,10 +175,8 @@ class QAP:
         # Nodes are sorted by in-degree product and each chunk is padded only to its own largest in-degrees (a
         # k-NN graph's in-degrees vary, up to N for hubs or collapsed embeddings); the chunk size keeps the padded
         # entries within ``_BLOCK_BUDGET`` so memory stays bounded.
-        in1, in2, f1_pad, f2_pad = self._in_edge_tables()
-        in2_matched = in2[perm]
-        degree1 = (in1 != self.nbr1.numel()).sum(dim=1)
-        degree2 = (in2_matched != self.nbr2.numel()).sum(dim=1)
+        in1, in2, degree1, degree2, f1_pad, f2_pad = self._in_edge_tables()
+        in2_matched, degree2 = in2[perm], degree2[perm]
         order = torch.argsort(degree1 * degree2)
         degree1, degree2 = degree1[order].tolist(), degree2[order].tolist()
         src1_pad = torch.cat([src1, src1.new_zeros(1)])
