@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from lvmmed.losses._checks import check_pair
 from lvmmed.losses.config import GraphMatchingConfig
 from lvmmed.losses.distributed import gather_batch
-from lvmmed.matching.affinity import batch_standardize, edge_factors, local_affinity, pool_local
+from lvmmed.matching.affinity import batch_standardize, edge_factors, local_affinity, pool_local, unit_rows
 from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.graph import knn_graph
 from lvmmed.matching.message_passing import MessagePassing
@@ -121,7 +121,7 @@ class GraphMatchingLoss(nn.Module):
             if use_local:
                 ds, dt = gather_batch(ds), gather_batch(dt)
         n = zs.shape[0]
-        zs, zt = F.normalize(zs, dim=1), F.normalize(zt, dim=1)
+        zs, zt = unit_rows(zs), unit_rows(zt)
         if n < 2:
             zero = (zs.sum() + zt.sum()) * 0.0
             info = dict.fromkeys(INFO_KEYS, 0.0)
@@ -132,7 +132,7 @@ class GraphMatchingLoss(nn.Module):
         hs, ht = self.message_passing(zs, gs), self.message_passing(zt, gt)
         if cfg.node_norm == "batch":
             hs, ht = batch_standardize(hs, ht)
-        hs, ht = F.normalize(hs, dim=1), F.normalize(ht, dim=1)
+        hs, ht = unit_rows(hs), unit_rows(ht)
         cv = hs @ ht.T
         if use_local:
             cv = cv + cfg.local_weight * local_affinity(ds, dt)
