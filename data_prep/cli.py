@@ -18,7 +18,7 @@ def _cmd_bundled(args: argparse.Namespace) -> int:
 
     built = build_bundled(
         args.out, profile=args.profile, workers=args.workers, names=args.names or None,
-        overwrite=args.overwrite, progress=not args.quiet,
+        overwrite=args.overwrite, progress=not args.quiet, encoding=args.encoding,
     )  # fmt: skip
     from lvmmed.data.shards import load_manifest
 
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="tiny", choices=["tiny", "demo"])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--names", nargs="*", default=None, help="subset of sets")
+    p.add_argument("--encoding", default="npy", choices=["npy", "png"],
+                   help="image encoding of the shards (docs/pretrain.md, compact shard storage)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bundled)

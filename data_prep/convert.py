@@ -20,11 +20,14 @@ from typing import Any
 
 from lvmmed.config import ConfigError, load_config, to_dict
 from lvmmed.data.shards import MANIFEST_NAME
+from lvmmed.errors import format_error
 
 from .catalog_release import Release
 from .config import ConvertConfig
 from .engine import ERROR_KINDS, RunResult, run_tasks
 from .safety import extract_archive, is_archive
+
+PROG = "python -m data_prep"
 
 log = logging.getLogger(__name__)
 
@@ -292,10 +295,12 @@ def report(result: RunResult, max_failure_fraction: float) -> int:
         kinds = Counter(f["kind"] for f in result.errors)
         print("failure kinds: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     if counts["total"] == 0:
-        print("error: no samples were written", file=sys.stderr)
+        print(format_error(PROG, "no samples were written", f"see {result.root / 'failures.json'} for why each "
+                           "input failed"), file=sys.stderr)  # fmt: skip
         return 1
     if result.failure_fraction > max_failure_fraction:
-        print(f"error: {result.failure_fraction:.1%} of inputs failed (> max_failure_fraction "
-              f"{max_failure_fraction:.1%})", file=sys.stderr)  # fmt: skip
+        print(format_error(PROG, f"{result.failure_fraction:.1%} of inputs failed (> max_failure_fraction "
+                           f"{max_failure_fraction:.1%})", f"see {result.root / 'failures.json'}; fix the inputs or "
+                           "raise max_failure_fraction=…"), file=sys.stderr)  # fmt: skip
         return 1
     return 0

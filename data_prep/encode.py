@@ -76,8 +76,9 @@ def make_sample(
             raise ValueError(f"sample {key}: mask shape {mask.shape} != image grid {image.shape[:2]}")
         if mask.size and (mask.min() < 0 or mask.max() > 255):
             raise ValueError(f"sample {key}: mask values must fit uint8")
-        if encoding == "png":
-            members["mask.png"] = encode_mask_png(mask)
+        mask_png = encode_mask_png(mask) if encoding == "png" else None
+        if mask_png is not None:
+            members["mask.png"] = mask_png
         else:
             members["mask.npy"] = encode_npy(np.ascontiguousarray(mask.astype(np.uint8)))
     meta = dict(meta, split=split, channels=3 if image16.ndim == 3 else 1)

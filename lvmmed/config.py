@@ -81,7 +81,8 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
         raise ConfigError(f"Unknown config key '{key}' in {source}.{_valid_keys_hint(base, str(key))}") from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "?")
-        raise ConfigError(f"Invalid value for '{key}' in {source}: {err.msg if hasattr(err, 'msg') else err}") from None
+        reason = str(err.msg if hasattr(err, "msg") else err).strip().splitlines()  # OmegaConf appends key/type lines
+        raise ConfigError(f"Invalid value for '{key}' in {source}: {reason[0] if reason else 'invalid'}") from None
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

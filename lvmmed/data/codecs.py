@@ -22,7 +22,9 @@ files (the tests decode them with Pillow and with libpng through torchvision).
 Masks are stored as 8-bit grey ``mask.png`` with the PNG encoding (exact). Colour (HxWx3) images are stored as PNG
 only on the 8-bit grid (PNG has 16-bit colour, but Pillow cannot write it); other colour images stay ``image.npy``,
 so one shard set may mix both members. Nothing is pickled: PNGs are decoded
-by Pillow with its decompression-bomb limit, ``.npy`` with ``allow_pickle=False``.
+by Pillow with its decompression-bomb limit, ``.npy`` with ``allow_pickle=False``. An image or mask with more
+pixels than that limit (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 M) stays ``.npy``, so that every PNG written can
+be read back without lifting the guard.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import numpy as np
 
 ENCODINGS = ("npy", "png")
 FINE_SCALE = 4095  # 12 bits: rounding <= 1/8190, half the float16 path's worst rounding on [0, 1]
-_ON_GRID = 1e-3  # |v*scale - round(v*scale)| below this (in grid steps) counts as lying on the grid
+_ON_GRID = 2.0**-16  # |v - round(v*scale)/scale| up to this (image units) counts as on the grid: 1/32 of the
+# 2^-11 bound, and far above the float32 rounding (~1e-7) of a windowed integer image
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPE = {1: 0, 3: 2}  # channels -> PNG colour type (0 grey, 2 truecolour)
 _ZLIB_LEVEL = 6  # zlib's default; levels 1-9 decode equally fast on these images, 6 is near 9's size
@@ -47,7 +50,7 @@ def grid_scale(image: np.ndarray, levels: float | None = None) -> int:
     candidates = [255] + ([round(levels)] if levels and 1 <= levels <= 65535 and levels == round(levels) else [])
     for scale in candidates:
         scaled = image.astype(np.float64) * scale
-        if np.abs(scaled - np.round(scaled)).max(initial=0.0) <= _ON_GRID:
+        if np.abs(scaled - np.round(scaled)).max(initial=0.0) <= _ON_GRID * scale:
             return scale
     return FINE_SCALE
 
@@ -60,15 +63,24 @@ def encode_png(image: np.ndarray, levels: float | None = None) -> tuple[bytes, i
         levels: Intensity levels of the source mapped to [0, 1] (window width of integer data), if known.
     """
     scale = grid_scale(image, levels)
-    if image.ndim == 3 and scale != 255:
+    if (image.ndim == 3 and scale != 255) or _over_pixel_limit(image):
         return None
     q = np.round(image.astype(np.float64) * scale)
     return png_bytes(q.astype(np.uint8 if scale <= 255 else np.uint16)), scale
 
 
-def encode_mask_png(mask: np.ndarray) -> bytes:
-    """A uint8 label map as a grey PNG (label maps are mostly constant runs: typically 20-50x smaller than npy)."""
-    return png_bytes(mask.astype(np.uint8))
+def encode_mask_png(mask: np.ndarray) -> bytes | None:
+    """A uint8 label map as a grey PNG (label maps are mostly constant runs: typically 20-50x smaller than npy);
+    None over Pillow's pixel limit (see the module docstring)."""
+    return None if _over_pixel_limit(mask) else png_bytes(mask.astype(np.uint8))
+
+
+def _over_pixel_limit(array: np.ndarray) -> bool:
+    """True when Pillow would refuse (or warn about) decoding an image of this many pixels."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and array.shape[0] * array.shape[1] > limit
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -109,26 +121,37 @@ def decode_mask_png(data: bytes) -> np.ndarray:
     Raises:
         ValueError: Not an 8-bit grey PNG.
     """
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+    with _open_png(data, "mask.png") as img:
         if img.mode != "L":
             raise ValueError(f"mask.png must be 8-bit grey, got mode {img.mode}")
         return np.asarray(img)
+
+
+def _open_png(data: bytes, member: str) -> Any:
+    """``PIL.Image.open`` for PNG bytes; Pillow's decompression-bomb refusal becomes a ``ValueError``."""
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
+        img.load()
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{member} is larger than Pillow's decompression-bomb limit: {err}") from None
+    return img
 
 
 def decode_png(data: bytes, scale: Any) -> np.ndarray:
     """Float32 image ``q / scale`` from PNG bytes.
 
     Raises:
-        ValueError: No valid ``image_scale`` in the meta, or not a PNG of 8/16-bit grey or 8-bit RGB.
+        ValueError: No valid ``image_scale`` in the meta, values above it, a PNG over Pillow's pixel limit, or not
+            a PNG of 8/16-bit grey or 8-bit RGB.
     """
-    from PIL import Image
-
-    if not isinstance(scale, int | float) or not 1 <= scale <= 65535:
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 1 <= scale <= 65535:
         raise ValueError(f"image.png needs meta.image_scale in [1, 65535], got {scale!r}")
-    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+    with _open_png(data, "image.png") as img:
         if img.mode not in ("L", "I;16", "I;16B", "I", "RGB"):
             raise ValueError(f"image.png has unsupported mode {img.mode}")
         array = np.asarray(img)
+    if array.size and array.max() > scale:
+        raise ValueError(f"image.png holds the value {array.max()}, above its meta.image_scale {scale}")
     return array.astype(np.float32) / np.float32(scale)

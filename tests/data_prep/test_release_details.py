@@ -76,6 +76,11 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert "missing_mask 1" in captured.out and "max_failure_fraction" in captured.err
+    error_lines = [line for line in captured.err.splitlines() if "error:" in line]  # the one-line error contract
+    assert len(error_lines) == 1 and error_lines[0].startswith("python -m data_prep: error: 14.3% of inputs failed")
+    assert "failures.json" in error_lines[0]
+    assert main([*argv, "--overwrite", "encoding=[png]"]) == 2  # a list where a string belongs: one line, exit 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
     assert main([*argv, "--overwrite", "max_failure_fraction=0.5"]) == 0
 
 

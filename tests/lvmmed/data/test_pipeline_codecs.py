@@ -135,3 +135,46 @@ def test_png_writer_is_read_by_pillow_and_libpng_and_uses_the_up_filter():
     for bad in (np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8), np.zeros((0, 4), np.uint8)):
         with pytest.raises(ValueError, match="png_bytes"):
             png_bytes(bad)
+
+
+def test_narrow_windows_stay_within_the_float16_bound():
+    """A nearly binary image (a soft mask) with a window 1 or 2 wide is not forced onto that coarse grid."""
+    for levels, value in ((1, 0.0009), (1, 0.9991), (2, 0.00049), (3, 0.3)):
+        image = np.zeros((8, 8), np.float32)
+        image[4:] = 1.0
+        image[0, 0] = value
+        data, scale = encode_png(image, levels=levels)
+        assert np.abs(decode_png(data, scale) - image).max() <= FLOAT16_ROUNDING, (levels, value, scale)
+    on_grid = np.arange(64, dtype=np.float32).reshape(8, 8) % 2  # exactly binary: the 1-level grid is exact
+    assert grid_scale(on_grid, levels=1) == 255 and grid_scale(on_grid / 2, levels=2) == 2
+
+
+def test_images_over_pillows_pixel_limit_stay_npy_and_never_crash_the_reader(monkeypatch):
+    from PIL import Image
+
+    from data_prep.encode import make_sample
+    from lvmmed.data.codecs import encode_mask_png, png_bytes
+    from lvmmed.data.shards import ShardFormatError
+
+    image = np.linspace(0, 1, 40 * 40, dtype=np.float32).reshape(40, 40)
+    big_png = png_bytes(np.zeros((40, 40), np.uint16))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)  # Pillow refuses above 2x this, warns above it
+    assert encode_png(image) is None and encode_mask_png(np.zeros((40, 40), np.uint8)) is None
+    sample = make_sample("k", "train", image, {"modality": "CT"}, mask=np.ones((40, 40), np.uint8), encoding="png")
+    assert set(sample.members) == {"image.npy", "mask.npy", "meta.json"}
+    with pytest.raises(ValueError, match="decompression-bomb limit"):
+        decode_png(big_png, 4095)
+    with pytest.raises(ShardFormatError, match="decompression-bomb"):
+        decode_sample({"__key__": "k", "image.png": big_png, "meta.json": b'{"image_scale": 4095}'})
+
+
+def test_png_scale_must_be_a_number_that_bounds_the_stored_values():
+    from lvmmed.data.codecs import png_bytes
+
+    data = png_bytes(np.full((4, 4), 3000, np.uint16))
+    for bad in (True, "4095", None, 0):
+        with pytest.raises(ValueError, match="image_scale"):
+            decode_png(data, bad)
+    with pytest.raises(ValueError, match=r"above its meta\.image_scale"):
+        decode_png(data, 2000)
+    assert decode_png(data, 3000).max() == 1.0
