@@ -139,9 +139,10 @@ def centre_label(mask_patch: np.ndarray, window: int) -> int:
     return int(np.bincount(centre.ravel()).argmax())
 
 
-def build_patch_task(root: Path, name: str, pp: PatchParams) -> TaskData:
+def build_patch_task(root: Path | str, name: str, pp: PatchParams) -> TaskData:
     """Patches of the slices of a shard set with masks, labelled by the mask's central majority."""
     manifest = load_manifest(root)
+    set_name = manifest.root.name  # the last part of a directory or URL
     class_names = list(manifest.mask_labels or [])
     samples = load_arrays(root)
     if not samples or samples[0]["mask"] is None:
@@ -152,43 +153,44 @@ def build_patch_task(root: Path, name: str, pp: PatchParams) -> TaskData:
         img, mask, meta = _to_chw(sample["image"]), np.asarray(sample["mask"]), sample["meta"]
         h, w = mask.shape
         if p > min(h, w):
-            raise ValueError(f"patch_size {p} exceeds the {h}x{w} slices of {root.name}")
+            raise ValueError(f"patch_size {p} exceeds the {h}x{w} slices of {set_name}")
         for r in range(0, h - p + 1, s):
             for c in range(0, w - p + 1, s):
                 images.append(img[:, r : r + p, c : c + p])
                 labels.append(centre_label(mask[r : r + p, c : c + p], window))
                 groups.append(meta.get("group") or meta.get("patient") or sample["key"])
-                centers.append(meta.get("center") or meta.get("dataset") or root.name)
+                centers.append(meta.get("center") or meta.get("dataset") or set_name)
                 splits.append(meta.get("split", "train"))
     labels_a, splits_a = np.asarray(labels, dtype=np.int64), np.asarray(splits)
-    keep = _cap(labels_a, splits_a, pp.max_per_class, f"{name}:{root.name}")
+    keep = _cap(labels_a, splits_a, pp.max_per_class, f"{name}:{set_name}")
     if not class_names:
         class_names = [str(i) for i in range(int(labels_a.max()) + 1)]
     return TaskData(
-        name, root.name, np.stack(images)[keep], labels_a[keep], np.asarray(groups)[keep], np.asarray(centers)[keep],
+        name, set_name, np.stack(images)[keep], labels_a[keep], np.asarray(groups)[keep], np.asarray(centers)[keep],
         splits_a[keep], class_names,
     )  # fmt: skip
 
 
-def build_image_task(root: Path, name: str, pp: PatchParams) -> TaskData:
+def build_image_task(root: Path | str, name: str, pp: PatchParams) -> TaskData:
     """Whole images labelled by ``meta.label`` (names from the manifest's ``label_names``)."""
     manifest = load_manifest(root)
+    set_name = manifest.root.name  # the last part of a directory or URL
     samples = load_arrays(root)
     if not samples:
         raise TaskDataError(f"{root} holds no samples")
     shapes = {tuple(s["image"].shape) for s in samples}
     if len(shapes) != 1:
-        raise ValueError(f"{root.name}: images of different shapes {sorted(shapes)}; convert with a fixed image_size")
+        raise ValueError(f"{set_name}: images of different shapes {sorted(shapes)}; convert with a fixed image_size")
     if any(s["meta"].get("label") is None for s in samples):
-        raise TaskDataError(f"{root.name}: samples without meta.label cannot form a classification task")
+        raise TaskDataError(f"{set_name}: samples without meta.label cannot form a classification task")
     labels = np.asarray([int(s["meta"]["label"]) for s in samples], dtype=np.int64)
     names = list(manifest.label_names or [str(i) for i in range(int(labels.max()) + 1)])
     splits = np.asarray([s["meta"].get("split", "train") for s in samples])
-    keep = _cap(labels, splits, pp.max_per_class, f"{name}:{root.name}")
+    keep = _cap(labels, splits, pp.max_per_class, f"{name}:{set_name}")
     return TaskData(
-        name, root.name, np.stack([_to_chw(s["image"]) for s in samples])[keep], labels[keep],
+        name, set_name, np.stack([_to_chw(s["image"]) for s in samples])[keep], labels[keep],
         np.asarray([s["meta"].get("group") or s["meta"].get("patient") or s["key"] for s in samples])[keep],
-        np.asarray([s["meta"].get("center") or s["meta"].get("dataset") or root.name for s in samples])[keep],
+        np.asarray([s["meta"].get("center") or s["meta"].get("dataset") or set_name for s in samples])[keep],
         splits[keep], names,
     )  # fmt: skip
 

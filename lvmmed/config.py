@@ -82,7 +82,10 @@ def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "?")
         reason = str(err.msg if hasattr(err, "msg") else err).strip().splitlines()  # OmegaConf appends key/type lines
-        raise ConfigError(f"Invalid value for '{key}' in {source}: {reason[0] if reason else 'invalid'}") from None
+        text = reason[0].rstrip(".") if reason else "invalid"
+        if "is not a ListConfig" in text:
+            text = f"'{key}' takes a list: {key}='[a, b]' (quote it in a shell; brace patterns too)"
+        raise ConfigError(f"Invalid value for '{key}' in {source}: {text}") from None
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

@@ -102,7 +102,6 @@ KNOWN_ERRORS: tuple[tuple[str, str, int, str], ...] = (
     ("data_prep.catalog", "LayoutError", EXIT_USAGE, "point --src at the layout the entry expects"),
     ("data_prep.safety", "UnsafeArchiveError", EXIT_USAGE, "extract the archive yourself and check its members"),
     ("data_prep.writer", "ResumeError", EXIT_USAGE, "use a new --out, or --overwrite to replace the old run"),
-    ("lvmmed.data.shards", "ShardFormatError", EXIT_FAILURE, "rebuild the shards with python -m data_prep convert"),
     ("lvmmed.data.samples", "MissingSampleError", EXIT_FAILURE, "reinstall the package that ships the sample"),
     ("lvmmed.data.shard_sets", "DataQualityError", EXIT_FAILURE, DataQualityError.default_fix),
     ("lvmmed.data.readers.record", "ReaderError", EXIT_FAILURE, InputError.default_fix),

@@ -185,6 +185,7 @@ def optimizer_step(run: Run, state: TrainState, loader: Iterator[dict[str, Any]]
             "skipped": int(batch["skipped"]),
             "seen": int(batch["seen"]),
             "errors": list(batch.get("skip_errors", [])),
+            "shards": dict(batch.get("skip_shards", {})),
         }
         view0 = batch["view0"].to(accelerator.device, non_blocking=True)
         view1 = batch["view1"].to(accelerator.device, non_blocking=True)
@@ -275,6 +276,7 @@ def _skip_totals(per_worker: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "skipped": sum(w["skipped"] for w in per_worker.values()),
         "seen": sum(w["seen"] for w in per_worker.values()),
         "errors": [e for w in per_worker.values() for e in w["errors"]],
+        "shards": sorted({shard for w in per_worker.values() for shard in w.get("shards", {})}),
     }
 
 
@@ -289,10 +291,13 @@ def check_data_quality(run: Run, state: TrainState) -> None:
     limit = run.cfg.data.max_skip_fraction
     if seen and skipped / seen > limit:
         errors = [e for t in totals for e in t["errors"]]
-        shards = sorted({Path(m).name for e in errors for m in re.findall(r"[^\s'\"<>,()]+\.tar\b", e)})
+        shards = sorted({s for t in totals for s in t.get("shards", [])}) or sorted(
+            {m for e in errors for m in re.findall(r"[^\s'\"<>,()]+\.tar\b", e)}
+        )  # full paths or URLs: sets may share shard names
+        listed = ", ".join(shards[:10]) + (f" (+{len(shards) - 10} more)" if len(shards) > 10 else "")
         raise DataQualityError(
             f"{skipped} of {seen} samples ({skipped / seen:.1%}) were unreadable, more than "
-            f"data.max_skip_fraction={limit:.1%}; shards with skipped samples: {', '.join(shards) or 'unknown'}; "
+            f"data.max_skip_fraction={limit:.1%}; shards with skipped samples: {listed or 'unknown'}; "
             f"last error: {errors[-1][:300] if errors else 'see the warnings above'}"
         )
 

@@ -38,26 +38,27 @@ def bundled_shards(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def shard_server():
-    """``shard_server(root, cut=()) -> "http://127.0.0.1:<port>"``: serves ``root`` over loopback HTTP.
+    """``shard_server(root, cut=(), stall=()) -> "http://127.0.0.1:<port>"``: serves ``root`` over loopback HTTP.
 
     Files whose names are in ``cut`` are announced with their full length but the connection is closed after half
-    of it (a dropped connection mid-shard). Only ever binds 127.0.0.1; servers stop at teardown.
+    of it (a dropped connection mid-shard); files in ``stall`` send half and then nothing until the server stops
+    (a stalled server). Only ever binds 127.0.0.1; servers stop at teardown.
     """
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
     from pathlib import Path
 
-    servers = []
+    servers, stop = [], threading.Event()
 
-    def start(root, cut=()) -> str:
+    def start(root, cut=(), stall=()) -> str:
         class Handler(SimpleHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
 
             def do_GET(self):
                 file = Path(self.translate_path(self.path))
-                if file.name not in cut or not file.is_file():
+                if (file.name not in cut and file.name not in stall) or not file.is_file():
                     return super().do_GET()
                 data = file.read_bytes()
                 self.send_response(200)
@@ -65,6 +66,8 @@ def shard_server():
                 self.end_headers()
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
+                if file.name in stall:
+                    stop.wait(120)
                 self.close_connection = True
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
@@ -74,6 +77,7 @@ def shard_server():
         return f"http://127.0.0.1:{server.server_address[1]}"
 
     yield start
+    stop.set()
     for server in servers:
         server.shutdown()
         server.server_close()

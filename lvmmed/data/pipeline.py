@@ -38,6 +38,7 @@ import logging
 import math
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lvmmed.data.augment import AugmentConfig, TwoViewTransform
 from lvmmed.data.channels import to_chw
-from lvmmed.data.remote import require_backend
+from lvmmed.data.remote import cache_name, check_cache_dir, describe_failure, require_backend
 from lvmmed.data.shard_sets import DataConfig, DataQualityError, ShardSet, resolve_shard_sets
 from lvmmed.data.shards import ShardFormatError, decode_sample
 from lvmmed.data.split import epoch_batches, epoch_part_size, epoch_ranges, part_of, resampled_shards
@@ -87,12 +88,21 @@ class SkipCounter:
         self.seen = 0
         self.last: list[str] = []
         self.shards: dict[str, int] = {}
+        self._truncated_member = False
 
     def __call__(self, exn: BaseException) -> bool:
-        self.skipped += 1
         shard = next(
             (a for a in reversed(getattr(exn, "args", ())) if isinstance(a, str) and _looks_like_shard(a)), None
         )
+        # A truncated tar is reported twice by webdataset: by its member reader (message "... @ <stream>", no URL),
+        # then by the shard expander with the URL. Count the event once, and name it with the second report.
+        truncation = type(exn).__name__ == "ReadError"
+        if truncation and shard is not None and self._truncated_member:
+            self._truncated_member = False
+            self.last = self.last[:-1]
+        else:
+            self._truncated_member = truncation and shard is None and " @ <" in str(exn)
+            self.skipped += 1
         if shard is not None:
             self.shards[shard] = self.shards.get(shard, 0) + 1
         self.last = [*self.last[-4:], (f"[shard {shard}] " if shard else "") + repr(exn)[:300]]
@@ -100,9 +110,13 @@ class SkipCounter:
             "skipping bad sample or shard (%d so far)%s: %r", self.skipped, f" in {shard}" if shard else "", exn
         )
         if self.skipped > max(self.min_skips, self.max_fraction * max(self.seen, 1)):
+            what = (
+                f"{self.skipped} of {self.seen} samples were unreadable"
+                if self.seen
+                else f"{self.skipped} shard or sample reads failed before any sample could be read"
+            )
             raise DataQualityError(
-                f"{self.skipped} of {self.seen} samples were unreadable (limit {self.max_fraction:.1%}, "
-                f"min {self.min_skips}). Last errors: {self.last}"
+                f"{what} (limit {self.max_fraction:.1%}, min {self.min_skips}). Last errors: {self.last}"
             ) from exn
         return True
 
@@ -141,6 +155,7 @@ class TwoViewStream(IterableDataset):
         else:
             self.batches_per_worker = epoch_batches(self.total, parts, data.batch_size)
         self.resume: dict[str, Any] | None = None  # set by StreamPosition.apply
+        check_cache_dir(data.cache_dir)
 
     def _set_urls(self, s: ShardSet, worker: int) -> list[str]:
         return resampled_shards(s.urls, *part_of(self.rank, self.world_size, worker, self.num_workers))
@@ -151,13 +166,27 @@ class TwoViewStream(IterableDataset):
             require_backend(s.urls[0])
         if not self.data.cache_dir:
             return wds.tarfile_to_samples(handler=handler)
-        cache = wds.cache.FileCache(cache_dir=self.data.cache_dir, handler=handler)
+        cache = wds.cache.FileCache(cache_dir=self.data.cache_dir, url_to_name=cache_name)
 
-        def stage(urls: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-            grouped = wds.tariterators.group_by_keys(
-                wds.tariterators.tar_file_expander(cache(urls), handler), handler=handler
+        def cached(urls: Iterator[Any]) -> Iterator[dict[str, Any]]:
+            """webdataset's FileCache fetch, but a failed shard is one named skip (curl already retried), instead of
+            ten retries with growing sleeps that each count as an unnamed skip."""
+            for item in urls:
+                url = item["url"] if isinstance(item, dict) else item
+                try:
+                    path = cache.get_file(url)
+                    stream = open(path, "rb")  # noqa: SIM115 - closed by webdataset's tar expander
+                except Exception as exn:
+                    for partial in Path(self.data.cache_dir).glob(cache_name(url) + ".temp*"):
+                        partial.unlink(missing_ok=True)  # what a failed download leaves behind
+                    handler(OSError(f"cannot fetch into data.cache_dir: {describe_failure(exn)}", url))
+                    continue
+                yield {"url": url, "stream": stream, "local_path": path}
+
+        def stage(urls: Iterator[Any]) -> Iterator[dict[str, Any]]:
+            yield from wds.tariterators.group_by_keys(
+                wds.tariterators.tar_file_expander(cached(urls), handler), handler=handler
             )
-            yield from grouped
 
         return stage
 
@@ -258,6 +287,7 @@ class TwoViewStream(IterableDataset):
                     "skipped": handler.skipped,
                     "seen": handler.seen,
                     "skip_errors": list(handler.last),  # the last few skip reasons (naming the shard), for reports
+                    "skip_shards": dict(handler.shards),  # skips per shard URL/path, for reports
                     "padded": sum(i >= real for i in indices),
                 }
                 views0, views1, indices = [], [], []

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvmmed.data.remote import is_remote
+from lvmmed.data.remote import is_pattern, is_remote
 from lvmmed.data.shards import MANIFEST_NAME, ShardFormatError, load_manifest
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def resolve_shard_sets(cfg: DataConfig) -> list[ShardSet]:
     roots: list[Path | str] = []
     for entry in cfg.shards:
         path = Path(entry)
-        if is_remote(entry) or ("{" in entry and ".." in entry):
+        if is_remote(entry) or is_pattern(entry):
             roots.append(entry)  # remote or a pattern: the manifest is read from the same place
         elif (path / MANIFEST_NAME).is_file() or path.name == MANIFEST_NAME:
             roots.append(path)

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from lvmmed.data.codecs import decode_mask_png, decode_png
-from lvmmed.data.remote import Location, RemoteError, is_remote, parse_location, read_bytes
+from lvmmed.data.remote import Location, RemoteError, is_pattern, is_remote, parse_location, read_bytes
+from lvmmed.errors import InputError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -81,8 +82,10 @@ MANIFEST_FIELDS = (
 )
 
 
-class ShardFormatError(ValueError):
-    """A shard set or sample does not follow the lvmmed shard format."""
+class ShardFormatError(InputError, ValueError):
+    """A shard set or sample does not follow the lvmmed shard format, or cannot be read (exit 1)."""
+
+    default_fix = "rebuild the shards with python -m data_prep convert"
 
 
 @dataclass
@@ -138,12 +141,12 @@ def load_manifest(root: str | Path) -> Manifest:
             the manifest does not have.
     """
     spec = str(root)
-    if is_remote(spec) or ("{" in spec and ".." in spec):
+    if is_remote(spec) or is_pattern(spec):
+        location = parse_location(spec)  # LocationError (exit 2) for a malformed location
         try:
-            location = parse_location(spec)
-            text = read_bytes(location.manifest_url).decode()
+            text = read_bytes(location.manifest_url)
         except RemoteError as err:
-            raise ShardFormatError(f"{err}. A shard set needs its {MANIFEST_NAME} next to the shards.") from None
+            raise ShardFormatError(f"{err} (a set's {MANIFEST_NAME} is read next to its shards)", err.fix) from None
         data = _parse_manifest(text, location.manifest_url)
         if location.names is not None:
             listed = {s["name"]: s for s in data.get("shards", [])}
@@ -158,17 +161,24 @@ def load_manifest(root: str | Path) -> Manifest:
             f"No {MANIFEST_NAME} in {root}. Shard sets are made by `python -m data_prep convert ...`; "
             "an interrupted conversion leaves no manifest (re-run it to resume)."
         )
-    return Manifest(root=file.parent, data=_parse_manifest(file.read_text(), str(file)))
+    return Manifest(root=file.parent, data=_parse_manifest(file.read_bytes(), str(file)))
 
 
-def _parse_manifest(text: str, source: str) -> dict[str, Any]:
+def _parse_manifest(raw: bytes, source: str) -> dict[str, Any]:
+    """The manifest's JSON, checked: format version, and every shard entry with a name, a split and a count."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ShardFormatError(f"{source} is not valid JSON: {err}") from None
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ShardFormatError(f"{source} is not valid UTF-8 JSON: {err}") from None
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         version = data.get("format_version") if isinstance(data, dict) else None
         raise ShardFormatError(f"{source}: format_version {version} != {FORMAT_VERSION}")
+    shards = data.get("shards", [])
+    for i, entry in enumerate(shards if isinstance(shards, list) else [None]):
+        ok = isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("split"), str)
+        count = entry.get("count") if isinstance(entry, dict) else None
+        if not ok or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ShardFormatError(f"{source}: shard entry {i} needs a name, a split and a count >= 0, got {entry!r}")
     return data
 
 

@@ -89,8 +89,11 @@ def test_missing_manifest_and_unknown_pattern_shards_are_clear_errors(bundled_sh
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed")
 def test_object_store_without_its_backend_names_the_package():
-    with pytest.raises(ShardFormatError, match="s3fs"):
+    from lvmmed.data.remote import RemoteError
+
+    with pytest.raises(RemoteError, match="s3fs") as err:
         _stream(["s3://bucket/sets/mni152"])
+    assert err.value.fix.startswith("pip install s3fs")
 
 
 def test_epoch_mode_over_http_reads_each_sample_once(bundled_shards, shard_server):

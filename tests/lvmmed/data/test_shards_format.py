@@ -34,7 +34,7 @@ def test_manifest_errors_are_clear(tmp_path):
     with pytest.raises(shards.ShardFormatError, match="data_prep convert"):
         shards.load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(shards.ShardFormatError, match="not valid JSON"):
+    with pytest.raises(shards.ShardFormatError, match="not valid UTF-8 JSON"):
         shards.load_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(shards.ShardFormatError, match="format_version"):
