@@ -62,6 +62,11 @@ class TransferOptimConfig:
     refit_on_trainval: bool = False
 
     def __post_init__(self) -> None:
+        if self.epochs < 1 or self.max_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(
+                "optim.epochs and optim.batch_size / eval_batch_size must be >= 1 and optim.max_steps >= 0, got "
+                f"{self.epochs}, {self.batch_size} / {self.eval_batch_size}, {self.max_steps}"
+            )
         check_choice(self.optimizer, ("sgd", "adamw"), "optim.optimizer")
         check_choice(self.select_metric, SELECT_METRICS, "optim.select_metric")
         if not self.lr_scale_grid or not self.wd_grid:
@@ -340,3 +345,9 @@ class DownstreamConfig:
             raise ValueError("use either shot or fraction, not both")
         if self.in_chans not in (1, 3):
             raise ValueError("in_chans must be 1 or 3")
+        if not self.seeds:
+            raise ValueError("seeds must not be empty: give at least one, e.g. seeds=[0]")
+        from lvmmed.models import list_backbones
+
+        if self.backbone not in list_backbones():
+            raise ValueError(f"unknown backbone '{self.backbone}'; known: {', '.join(list_backbones())}")

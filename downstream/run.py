@@ -38,6 +38,7 @@ from downstream.runtime import recorded_run, resolve_device, seed_everything
 from downstream.shard_tasks import is_shard_task, load_shard_task
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
+from lvmmed.errors import InputError
 
 
 def prepare_inputs(images: np.ndarray, cfg: DownstreamConfig, device: torch.device) -> torch.Tensor:
@@ -159,6 +160,36 @@ def _flat_row(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def check_class_coverage(labels: np.ndarray, idx: dict[str, np.ndarray], class_names: list[str]) -> None:
+    """Refuses splits that cannot give a meaningful score: fewer than two classes to train on, or val/test
+    classes that the training split never shows (a head would score them by chance, e.g. accuracy 1.0 when an
+    untrained head happens to predict the only test class).
+
+    Raises:
+        InputError: With the classes per split and how to re-split.
+    """
+    name = lambda c: class_names[c] if 0 <= c < len(class_names) else str(c)  # noqa: E731
+    present = {split: sorted({int(c) for c in labels[i]}) for split, i in idx.items()}
+    fix = (
+        "re-split with split_mode=group (or random), add images of the missing classes, or check the set's "
+        "labels (python -m data_prep inspect)"
+    )
+    if len(present.get("train", [])) < 2:
+        raise InputError(
+            f"the training split has {len(present.get('train', []))} class(es) "
+            f"({', '.join(name(c) for c in present.get('train', []))}); classification needs at least two",
+            fix,
+        )
+    for split in ("val", "test"):
+        unseen = sorted(set(present.get(split, [])) - set(present["train"]))
+        if unseen:
+            raise InputError(
+                f"the {split} split has classes that the training split lacks: {', '.join(name(c) for c in unseen)} "
+                f"(train: {', '.join(name(c) for c in present['train'])})",
+                fix,
+            )
+
+
 def run_experiment(cfg: DownstreamConfig) -> dict[str, Any]:
     """Runs one cell and writes its outputs to ``cfg.output_dir``; returns the result dict.
 
@@ -197,6 +228,8 @@ def _run(cfg: DownstreamConfig, out_dir: Path) -> dict[str, Any]:
     info = {"task": cfg.task, "source": data.source, "mode": cfg.split_mode, "seed": cfg.seed, "shot": cfg.shot,
             "fraction": cfg.fraction}  # fmt: skip
     splits_mod.save_splits(out_dir / "splits.json", idx, info)
+    if not multilabel:
+        check_class_coverage(data.labels, idx, data.class_names)
     seed_everything(cfg.seed)
     method = build_for(cfg, data.num_classes).to(device)
     spec = input_spec_of(method, cfg)

@@ -229,7 +229,14 @@ def load_pretrained(
     if resolved.architecture and resolved.architecture != model.name:
         raise WeightLoadError(
             f"weight source '{source}' holds a {resolved.architecture}, but the backbone is '{model.name}'. "
-            f"Use create_backbone('{resolved.architecture}', ...) or lvmmed.weights.load_backbone('{source}')."
+            f"On the command line give backbone={resolved.architecture}; in Python, "
+            f"create_backbone('{resolved.architecture}', ...) or lvmmed.weights.load_backbone('{source}')."
         )
     state = read_state_dict(resolved.path)
+    nonfinite = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if nonfinite:
+        raise WeightLoadError(
+            f"weight source '{source}' holds NaN or inf values in {len(nonfinite)} tensor(s), e.g. {nonfinite[:3]}: "
+            "the run that wrote it diverged or the file was damaged; use an earlier checkpoint or export"
+        )
     return load_checked(model, state, source=os.fspath(source), strict=strict)

@@ -201,6 +201,11 @@ def load_split(
         names = [f"class_{i}" for i in range(int(masks.max()) + 1)]
     if int(masks.max()) >= len(names):
         raise ShardFormatError(f"{root}: mask value {int(masks.max())} but only {len(names)} class names {names}")
+    if len(names) < 2:
+        raise ShardFormatError(
+            f"{root}: the masks hold no foreground class (every mask value is 0), so there is nothing to segment",
+            "convert the set with its label masks (docs/data_prep.md, masks), or name its classes in mask_labels",
+        )
     x, m = _resize(images, masks, img_size)
     if x.shape[1] != in_chans:
         x = x.mean(1, keepdim=True) if in_chans == 1 else x.expand(-1, 3, -1, -1).contiguous()

@@ -260,16 +260,31 @@ def iter_samples(root: str | Path, split: str | None = None) -> Iterator[dict[st
     """Iterates decoded samples of a shard set in manifest order (for evaluation and tools; single process).
 
     Training uses the streaming pipeline in ``lvmmed.data`` instead (resampled, split by node and worker).
+
+    Raises:
+        ShardFormatError: A shard cannot be read (truncated, not a tar, connection lost) or holds another number of
+            samples than its manifest entry (a tar cut on a sample boundary reads without error otherwise).
     """
     import webdataset as wds
 
     manifest = load_manifest(root)
-    urls = manifest.urls(split)
-    if not urls:
-        return
-    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
-    for raw in dataset:
-        yield decode_sample(raw)
+    fix = f"check the set with python -m data_prep verify {root}, then re-convert or copy it again"
+    for entry in manifest.shards:
+        if split is not None and entry["split"] != split:
+            continue
+        url = manifest.url(entry["name"])
+        dataset = wds.WebDataset(url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
+        count = 0
+        try:
+            for raw in dataset:
+                count += 1
+                yield decode_sample(raw)
+        except ShardFormatError:
+            raise
+        except Exception as err:  # tarfile.ReadError, curl/pipe failures, EOFError, ...
+            raise ShardFormatError(f"cannot read shard {url}: {type(err).__name__}: {err}", fix) from None
+        if count != int(entry["count"]):
+            raise ShardFormatError(f"shard {url} holds {count} samples, its manifest says {entry['count']}", fix)
 
 
 def load_arrays(root: str | Path, split: str | None = None) -> list[dict[str, Any]]:
