@@ -112,6 +112,7 @@ KNOWN_ERRORS: tuple[tuple[str, str, int, str], ...] = (
     ("downstream.segmentation.tasks", "TaskUnavailable", EXIT_FAILURE, "build the task's data first"),
     ("downstream.segmentation.mask_guided", "OptionalDependencyMissing", EXIT_FAILURE, "install the named package"),
     ("lvmmed.markers", "MarkerError", EXIT_FAILURE, "restore the <!-- name:start/end --> markers in the file"),
+    ("builtins", "FloatingPointError", EXIT_FAILURE, "lower optim.lr or raise optim.clip_grad_norm; see the last log"),
 )
 
 

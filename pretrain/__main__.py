@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from lvmmed.config import parse_args, save_config, to_dict, to_yaml
 from lvmmed.data.pipeline import DataQualityError, StreamPosition, TwoViewStream, build_loader, resolve_shard_sets
-from lvmmed.errors import CheckpointError, LvmmedError, output_error, run_cli
+from lvmmed.errors import CheckpointError, LvmmedError, OutputError, output_error, run_cli
 from pretrain.checkpoint import CHECKPOINT_PATTERN, read_trainer_state, resolve_resume, save_checkpoint
 from pretrain.config import PretrainConfig
 from pretrain.export import export_backbone
@@ -119,6 +119,8 @@ def setup(cfg: PretrainConfig) -> Run:
         level=logging.INFO if accelerator.is_main_process else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output_dir {out} is a file, not a directory", fix="give a directory for output_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -213,7 +215,7 @@ def optimizer_step(run: Run, state: TrainState, loader: Iterator[dict[str, Any]]
         if trainer["nonfinite_in_a_row"] >= cfg.max_nonfinite_in_a_row:
             raise NonFiniteLossError(
                 f"{trainer['nonfinite_in_a_row']} non-finite steps in a row at step {step} "
-                f"(terms {failed}). Lower optim.lr, raise clip or use mixed_precision=no."
+                f"(terms {failed}); the earlier checkpoints are kept"
             )
     state.optimizer.zero_grad(set_to_none=True)
     return finite, grad_norm, lr
@@ -302,6 +304,19 @@ def check_data_quality(run: Run, state: TrainState) -> None:
         )
 
 
+def check_finite_weights(backbone: torch.nn.Module, checkpoint: Path) -> None:
+    """Refuses to export a backbone with NaN/inf weights (steps whose loss was non-finite are skipped, but a
+    finite loss can still push weights to inf, e.g. with an enormous learning rate)."""
+    bad = [name for name, tensor in backbone.state_dict().items() if tensor.is_floating_point()
+           and not bool(tensor.isfinite().all())]  # fmt: skip
+    if bad:
+        raise LvmmedError(
+            f"the trained backbone holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[:3]}; nothing was exported "
+            f"(the last checkpoint, {checkpoint.name}, holds the same weights)",
+            fix="lower optim.lr or raise optim.clip_grad_norm, and resume=<an earlier checkpoint> or start afresh",
+        )
+
+
 def finish(run: Run, state: TrainState, last_checkpoint: Path | None) -> dict[str, Any]:
     """Final checkpoint, data-quality verdict, backbone export, and the run summary."""
     cfg, accelerator, trainer = run.cfg, run.accelerator, state.trainer
@@ -312,6 +327,8 @@ def finish(run: Run, state: TrainState, last_checkpoint: Path | None) -> dict[st
     # One export per machine: the main process, and the local main of every machine that does not see the main
     # process's files (no shared filesystem; rank files are written at start-up, long before this point).
     seen_by_main = accelerator.is_main_process or (run.out / "processes" / "rank0.json").is_file()
+    if cfg.export_at_end:
+        check_finite_weights(accelerator.unwrap_model(state.model).backbone, final)
     if cfg.export_at_end and (accelerator.is_main_process or (accelerator.is_local_main_process and not seen_by_main)):
         export_dir = export_backbone(accelerator.unwrap_model(state.model).backbone, run.out / "export", cfg,
                                      trainer["step"])  # fmt: skip

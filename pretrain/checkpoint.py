@@ -22,6 +22,7 @@ previous checkpoint, which was never touched.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -86,6 +87,16 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     named = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
     found = [p for p in named if read_trainer_state(p) is not None]
     return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def named_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint_<step>`` directory of a run, oldest first, complete or not. A save is renamed to this name
+    only after its trainer state is written, so one without a valid state was damaged after it was saved."""
+    root = checkpoints_root(output_dir)
+    if not root.is_dir():
+        return []
+    named = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
+    return sorted(named, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
 
 
 def find_latest(output_dir: str | Path) -> Path | None:
@@ -173,7 +184,7 @@ def find_valid(output_dir: str | Path) -> Path | None:
     Raises:
         CheckpointError: checkpoints exist but none is valid.
     """
-    candidates = complete_checkpoints(output_dir)
+    candidates = named_checkpoints(output_dir)  # damaged ones too: they are reported, never silently passed over
     skipped = []
     for path in reversed(candidates):
         problem = checkpoint_problem(path)
@@ -224,6 +235,18 @@ def _agreed_failure(accelerator: Accelerator, error: OSError | None) -> str | No
     return failures[0] if failures else None
 
 
+def _write_failure(err: Exception, root: Path) -> OSError:
+    """An ``OSError`` for a save that failed with a non-OS exception: ENOSPC when the disk is (nearly) full."""
+    detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    try:
+        full = shutil.disk_usage(root).free < 64 * 2**20
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, f"no space left on device ({detail})", str(root))
+    return OSError(f"writing the checkpoint failed: {detail}")
+
+
 def save_checkpoint(
     accelerator: Accelerator, output_dir: str | Path, step: int, state: dict[str, Any], config_yaml: str, keep: int
 ) -> Path:
@@ -247,8 +270,8 @@ def save_checkpoint(
     if failure is None:
         try:
             accelerator.save_state(str(tmp), safe_serialization=True)
-        except OSError as err:
-            error = err
+        except Exception as err:  # torch's zip writer and safetensors report a full disk as RuntimeError & co.
+            error = err if isinstance(err, OSError) else _write_failure(err, root)
         failure = _agreed_failure(accelerator, error)
     if failure is None and accelerator.is_main_process:
         try:

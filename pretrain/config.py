@@ -6,6 +6,7 @@ The keys most runs change are top-level: ``output_dir`` (where checkpoints, logs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lvmmed.data.augment import AugmentConfig
@@ -38,6 +39,10 @@ class ModelConfig:
     proj_layers: int = 2
 
     def __post_init__(self) -> None:
+        from lvmmed.models import list_backbones
+
+        if self.backbone not in list_backbones():
+            raise ValueError(f"unknown model.backbone '{self.backbone}'; known: {', '.join(list_backbones())}")
         if self.in_chans not in (1, 3):
             raise ValueError(f"model.in_chans must be 1 or 3, got {self.in_chans}")
         if self.projector not in PROJECTORS:
@@ -75,8 +80,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got '{self.name}'")
-        if self.grad_accum_steps < 1 or self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("optim needs lr > 0, warmup_steps >= 0 and grad_accum_steps >= 1")
+        if self.grad_accum_steps < 1 or self.warmup_steps < 0 or not 0 < self.lr < math.inf:
+            raise ValueError(
+                f"optim needs a finite lr > 0, warmup_steps >= 0 and grad_accum_steps >= 1, got lr={self.lr}, "
+                f"warmup_steps={self.warmup_steps}, grad_accum_steps={self.grad_accum_steps}"
+            )
 
 
 @dataclass
@@ -123,3 +131,5 @@ class PretrainConfig:
             raise ValueError("max_steps, keep_checkpoints and log_every must be >= 1")
         if self.max_nonfinite_in_a_row < 1:
             raise ValueError("max_nonfinite_in_a_row must be >= 1")
+        if "vit" in self.model.backbone and self.augment.size < 16:
+            raise ValueError(f"augment.size={self.augment.size} is smaller than a ViT patch (16 px); use >= 32")

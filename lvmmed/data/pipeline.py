@@ -350,9 +350,14 @@ class StreamPosition:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["num_workers"]) != self.num_workers:
-            raise ValueError(
-                f"checkpoint was written with data.num_workers={state['num_workers']}; exact resume "
-                f"needs the same value (got {self.num_workers})"
+            from lvmmed.config import ConfigError
+
+            def said(n: int) -> str:  # 0 and 1 both give one stream
+                return "0 or 1" if n == 1 else str(n)
+
+            raise ConfigError(
+                f"the checkpoint was written with data.num_workers={said(int(state['num_workers']))}; exact resume "
+                f"needs the same (got {said(self.num_workers)})"
             )
         self.consumed = int(state["consumed"])
         self.epoch, self.next_index = list(state["epoch"]), list(state["next_index"])

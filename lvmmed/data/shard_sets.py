@@ -63,6 +63,8 @@ class DataConfig:
             raise ValueError(f"data.mixing must be 'size' or 'equal', got '{self.mixing}'")
         if self.batch_size < 2:
             raise ValueError("data.batch_size must be >= 2 (contrastive and matching losses need pairs)")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 (0 = load in the main process), got {self.num_workers}")
         if not self.resampled and (self.weights or self.mixing != "size" or self.epoch_samples):
             raise ValueError(
                 "data.resampled=false reads every sample once per epoch: data.weights, data.mixing=equal and "

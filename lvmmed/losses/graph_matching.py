@@ -99,6 +99,14 @@ class GraphMatchingLoss(nn.Module):
     def forward(
         self, z0: Tensor, z1: Tensor, feats0: Tensor | None = None, feats1: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
+        # Autocast off: under mixed precision (accelerate's bf16/fp16) the matmuls below would return bf16/fp16
+        # whatever their fp32 inputs, and the solvers' index_add_ needs one dtype; the loss is fp32 throughout.
+        with torch.autocast(device_type=z0.device.type, enabled=False):
+            return self._forward(z0, z1, feats0, feats1)
+
+    def _forward(
+        self, z0: Tensor, z1: Tensor, feats0: Tensor | None, feats1: Tensor | None
+    ) -> tuple[Tensor, dict[str, float]]:
         cfg = self.config
         check_pair(z0, z1)
         use_local = cfg.local_weight > 0 and feats0 is not None and feats1 is not None

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from pretrain import checkpoint as ckpt
@@ -177,3 +178,88 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_previous_one(
     assert ckpt.checkpoint_problem(previous) is None
     load_file(str(previous / "model.safetensors"))
     assert not (ckpt.checkpoints_root(out) / "checkpoint_00000002.tmp").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_trainer_state_is_reported_and_never_restarts_over_checkpoints(damage, trained_run, tmp_path, caplog):
+    out = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    states = [path / ckpt.STATE_NAME for path in ckpt.named_checkpoints(out)]
+    assert len(states) == 2
+
+    def spoil(file: Path) -> None:
+        file.write_text(file.read_text()[:20]) if damage == "truncated" else file.unlink()
+
+    spoil(states[-1])
+    with caplog.at_level(logging.WARNING, logger="pretrain.checkpoint"):
+        assert ckpt.find_valid(out).name == "checkpoint_00000001"
+    assert any("checkpoint_00000002" in r.message and ckpt.STATE_NAME in r.message for r in caplog.records)
+    spoil(states[0])  # every checkpoint damaged: refuse, never start afresh over them
+    with pytest.raises(ckpt.CheckpointError, match=r"no valid checkpoint .*checkpoint_00000002 .*checkpoint_00000001 "):
+        ckpt.find_valid(out)
+
+
+def test_a_save_that_fails_inside_torch_on_a_full_disk_removes_its_tmp(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as RuntimeError('... unexpected pos ...'), not OSError."""
+
+    class Accelerator:  # one process; save_state fails half-way, as on a full disk
+        num_processes, is_main_process = 1, True
+
+        def save_state(self, directory, **kw):
+            (Path(directory) / "model.safetensors").write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2112 vs 2008")
+
+        def wait_for_everyone(self):
+            pass
+
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(ckpt.OutputError, match="no space left on device") as err:
+        ckpt.save_checkpoint(Accelerator(), tmp_path, 3, {"step": 3}, "", keep=2)
+    assert "no earlier checkpoint exists" in str(err.value)
+    assert not list(ckpt.checkpoints_root(tmp_path).iterdir())  # the partial .tmp is gone
+
+
+def test_non_finite_weights_are_not_exported(tmp_path):
+    from lvmmed.errors import LvmmedError
+    from pretrain.__main__ import check_finite_weights
+
+    layer = torch.nn.Linear(4, 2)
+    check_finite_weights(layer, tmp_path / "checkpoint_00000004")
+    with torch.no_grad():
+        layer.weight[0, 0] = float("inf")
+    with pytest.raises(LvmmedError, match=r"NaN or inf in 1 tensor\(s\), e.g. \['weight'\]; nothing was exported"):
+        check_finite_weights(layer, tmp_path / "checkpoint_00000004")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("optim.lr=.nan", "finite lr"),
+        ("optim.lr=.inf", "finite lr"),
+        ("data.num_workers=-1", "data.num_workers must be >= 0"),
+        ("model.backbone=bogus", "unknown model.backbone 'bogus'"),
+        ("augment.size=8", "smaller than a ViT patch"),
+    ],
+)
+def test_config_values_that_cannot_train_exit_2(override, fragment, tmp_path, pretrain_cli, capsys):
+    code = pretrain_cli([f"output_dir={tmp_path}", override, "--print-config"])
+    err = _no_traceback(capsys)
+    last = err.strip().splitlines()[-1]  # argparse's usage lines, then one error line
+    assert code == 2 and last.startswith("python -m pretrain: error:") and fragment in last, err
+
+
+def test_floating_point_errors_are_run_failures():
+    from lvmmed.errors import EXIT_FAILURE, classify
+
+    code, message, fix = classify(FloatingPointError("GraphMatchingLoss: the embeddings contain NaN or inf"))
+    assert code == EXIT_FAILURE and "NaN" in message and "optim.lr" in fix
+
+
+def test_resume_with_another_worker_count_is_a_config_error():
+    from lvmmed.config import ConfigError
+    from lvmmed.data.pipeline import StreamPosition
+
+    position = StreamPosition(2)
+    with pytest.raises(
+        ConfigError, match=r"written with data.num_workers=0 or 1; exact resume needs the same \(got 2\)"
+    ):
+        position.load_state_dict({"num_workers": 1, "consumed": 0, "epoch": [0], "next_index": [0], "batches": [0]})

@@ -102,6 +102,19 @@ class TestGraphMatchingLoss:
         loss.backward()
         assert loss.dtype == torch.float32 and z0.grad.dtype == torch.bfloat16
 
+    @pytest.mark.parametrize("solver", ["factorized", "pygmtools"])
+    def test__runs_in_fp32_under_bf16_autocast(self, solver):
+        """accelerate's mixed_precision=bf16 wraps the forward in autocast, which would turn the loss's matmuls
+        to bf16 (the solvers then mixed dtypes); local term on, as the trainer passes feature maps."""
+        z0, z1 = _views(n=12)
+        z0.requires_grad_()
+        f0, f1 = torch.randn(12, 8, 4, 4, requires_grad=True), torch.randn(12, 8, 4, 4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, info = GraphMatchingLoss(16, solver=solver, local_weight=0.5)(z0.bfloat16(), z1, f0, f1)
+        loss.backward()
+        assert loss.dtype == torch.float32 and info["local_used"] == 1.0
+        assert torch.isfinite(z0.grad).all() and z0.grad.abs().sum() > 0 and f0.grad is not None
+
 
 class TestPaperLossAndNamedOptions:
     def test__default_is_the_paper_loss_without_auxiliary_term(self):
