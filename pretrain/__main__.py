@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 from lvmmed.config import parse_args, save_config, to_dict, to_yaml
 from lvmmed.data.pipeline import DataQualityError, StreamPosition, TwoViewStream, build_loader, resolve_shard_sets
 from lvmmed.errors import CheckpointError, LvmmedError, OutputError, output_error, run_cli
-from pretrain.checkpoint import CHECKPOINT_PATTERN, read_trainer_state, resolve_resume, save_checkpoint
+from pretrain.checkpoint import (
+    CHECKPOINT_PATTERN,
+    config_changes,
+    read_trainer_state,
+    resolve_resume,
+    save_checkpoint,
+)
 from pretrain.config import PretrainConfig
 from pretrain.export import export_backbone
 from pretrain.logging_utils import MetricsCSV, WindowMeter
@@ -160,6 +166,9 @@ def build(run: Run) -> TrainState:
                 f"{checkpoint} was written by {prior['world_size']} processes, now {run.world}",
                 fix=f"launch {prior['world_size']} processes, or resume=never",
             )
+        if changed := config_changes(checkpoint / "config.yaml", cfg):
+            log.warning("resuming with a config that differs from the checkpoint's in %s: the continuation is not "
+                        "the one the original run would have taken", "; ".join(changed))  # fmt: skip
         state.trainer = {k: prior[k] for k in state.trainer}
         state.position.load_state_dict(prior["data_positions"][run.rank])
         state.resumed_from = checkpoint

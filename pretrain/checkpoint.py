@@ -300,3 +300,29 @@ def save_checkpoint(
         ) from error
     accelerator.wait_for_everyone()
     return final
+
+
+RESUME_FREE_KEYS = ("resume", "output_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                    "export_at_end", "data.shards", "data.cache_dir")  # fmt: skip
+
+
+def config_changes(saved: Path, cfg: Any) -> list[str]:
+    """``key (old → new)`` for every setting that differs from the checkpoint's ``config.yaml``, except the ones
+    that do not change the trajectory (:data:`RESUME_FREE_KEYS`: paths, budget, logging)."""
+    import yaml
+
+    from lvmmed.config import to_dict
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    try:
+        old = flat(yaml.safe_load(saved.read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return []
+    new = flat(to_dict(cfg))
+    keys = sorted(k.rstrip(".") for k in set(old) | set(new))
+    return [f"{k} ({old.get(k + '.')!r} → {new.get(k + '.')!r})" for k in keys
+            if old.get(k + ".") != new.get(k + ".") and not k.startswith(RESUME_FREE_KEYS)]  # fmt: skip

@@ -263,3 +263,15 @@ def test_resume_with_another_worker_count_is_a_config_error():
         ConfigError, match=r"written with data.num_workers=0 or 1; exact resume needs the same \(got 2\)"
     ):
         position.load_state_dict({"num_workers": 1, "consumed": 0, "epoch": [0], "next_index": [0], "batches": [0]})
+
+
+def test_resuming_with_another_config_names_the_changes(trained_run, tmp_path):
+    from lvmmed.config import load_config
+    from pretrain.config import PretrainConfig
+
+    newest = ckpt.named_checkpoints(trained_run)[-1]
+    saved = load_config(PretrainConfig, newest / "config.yaml")
+    assert ckpt.config_changes(newest / "config.yaml", saved) == []
+    moved = load_config(PretrainConfig, newest / "config.yaml", ["max_steps=9", f"output_dir={tmp_path}", "seed=7"])
+    changes = ckpt.config_changes(newest / "config.yaml", moved)
+    assert changes == [f"seed ({saved.seed!r} → 7)"]  # budget and paths do not change the trajectory
