@@ -182,7 +182,7 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
                "failed": len(results) - len(ok), "params": ok[0]["params"] if ok else None,
                "task_kind": ok[0].get("task_kind") if ok else None}  # fmt: skip
     print(f"\n{task_label(cfg.task)} | {cfg.method} | {cfg.weights} | {len(ok)}/{len(results)} seeds ok")
-    for m in names:
+    for m in names if ok else ():  # no table of nan ± nan when every run failed
         mean, std = mean_std([r["metrics"][m] for r in ok])
         summary[m] = {"mean": mean, "std": std}
         print(f"  {m:<18} {mean:.4f} ± {std:.4f}")
@@ -197,7 +197,15 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
     out = run_dir(cfg, seeds[0]).parent / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1, default=float))
-    return 0 if len(ok) == len(results) else 1
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:  # the error contract's one line, last on stderr
+        from lvmmed.errors import format_error
+
+        first = failed[0]
+        fix = first.get("fix") or f"see {first['output_dir']}/error.txt for the traceback"
+        message = f"{len(failed)} of {len(results)} runs failed; seed {first['seed']}: {first['error']}"
+        print(format_error("python -m downstream", message, fix), file=sys.stderr, flush=True)
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -102,7 +102,11 @@ def recorded_run(
         result.update(body(cfg, out_dir))
         result["status"] = "ok"
     except Exception as err:  # recorded for the benchmark matrix; the CLIs turn it into exit status 1
+        from lvmmed.errors import classify
+
+        known = classify(err)
         result["status"], result["error"] = "failed", f"{type(err).__name__}: {err}"
+        result["fix"] = known[2] if known else ""  # the error contract's remedy, for the CLI's final line
         (out_dir / "error.txt").write_text(traceback.format_exc())
         log.error("downstream run failed (%s): %s", out_dir, result["error"])
     result["seconds"] = time.perf_counter() - start

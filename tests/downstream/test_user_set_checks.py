@@ -118,3 +118,15 @@ def test_config_values_that_cannot_run_exit_2(override, fragment, capsys):
     assert exit_.value.code == EXIT_USAGE and fragment in err
     last = err.strip().splitlines()[-1]  # argparse's usage lines, then one error line, no traceback
     assert last.startswith("python -m downstream: error:") and "Traceback" not in err
+
+
+def test_a_failed_run_ends_with_one_contract_line(bundled_shards, tmp_path, capsys):
+    from downstream.__main__ import main
+
+    argv = [f"task=shards:{bundled_shards['dicom_modality']}", "backbone=resnet18", "img_size=32", "seeds=[0]",
+            f"weights={tmp_path / 'missing.pth'}", f"output_dir={tmp_path / 'out'}", "progress=false"]  # fmt: skip
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("python -m downstream: error: 1 of 1 runs failed; seed 0:") and "missing.pth" in last
+    assert " — " in last and "nan ± nan" not in out  # a remedy, and no table of failed metrics
