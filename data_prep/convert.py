@@ -219,7 +219,10 @@ def _convert_folder(
     if entry is not None:
         check_layout(entry, folder)
     cfg_dict = to_dict(cfg)
-    cfg_dict["name"] = cfg.name or (entry.name if entry else Path(src).name.split(".")[0])
+    # DICOM exports often name folders and files after the patient: without --name the set is called "dicom"
+    # (no path text reaches a shard's meta or manifest); other formats take the folder's name.
+    default_name = "dicom" if cfg.format == "dicom" else Path(src).name.split(".")[0]
+    cfg_dict["name"] = cfg.name or (entry.name if entry else default_name)
     if cfg.labels:  # the manifest keeps the file name only: folder names may identify people
         cfg_dict["labels"] = Path(cfg.labels).name
     tasks, plan_failures, info = _plan(folder, cfg, cfg_dict, entry)
@@ -239,7 +242,10 @@ def _convert_folder(
     )  # fmt: skip
     if plan_failures and not result.already_complete:
         result.failures = plan_failures + result.failures
-        result.n_tasks += sum(1 for f in plan_failures if f["kind"] in ERROR_KINDS)
+        plan_errors = sum(1 for f in plan_failures if f["kind"] in ERROR_KINDS)  # files that never became tasks
+        result.n_tasks += plan_errors
+        if result.failed_files is not None:
+            result.failed_files += plan_errors
         write_failures(out, result.failures)
         result.manifest["failures"] = len(result.errors)
         result.manifest["skipped"] = len(result.failures) - len(result.errors)

@@ -65,11 +65,12 @@ class RunResult:
     root: Path
     manifest: dict[str, Any]
     failures: list[dict[str, str]]
-    n_tasks: int
+    n_tasks: int  # input files (a task holds one file, or every file of a DICOM series)
     written: int
     resumed: int
     seconds: float
     already_complete: bool = False
+    failed_files: int | None = None  # input files lost; None: one per error entry
 
     @property
     def errors(self) -> list[dict[str, str]]:
@@ -77,7 +78,10 @@ class RunResult:
 
     @property
     def failure_fraction(self) -> float:
-        return len(self.errors) / max(self.n_tasks, 1)
+        """Input files lost / input files: a series whose every slice failed counts all its files, one corrupt slice
+        of a 500-slice series counts one (not a whole task, as when the denominator counted series)."""
+        failed = len(self.errors) if self.failed_files is None else self.failed_files
+        return min(1.0, failed / max(self.n_tasks, 1))
 
 
 def _resolve(processor: str) -> Callable[[Task, dict[str, Any]], list[EncodedSample]]:
@@ -208,10 +212,13 @@ def run_tasks(
         manifest_file.unlink()  # the set is incomplete again until this run writes a new manifest
     writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
     failures: list[dict[str, str]] = []
+    failed_files, paths_of = 0, {t.index: len(t.paths) for t in tasks}
     bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
     try:
-        for _index, samples, task_failures in _results(tasks, cfg, workers, cfg.get("start_method", "auto")):
+        for index, samples, task_failures in _results(tasks, cfg, workers, cfg.get("start_method", "auto")):
             failures.extend(task_failures)
+            n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
+            failed_files += max(1, paths_of.get(index, 1)) if n_errors and not samples else n_errors
             for sample in samples:
                 writer.write(sample)
             bar.update(1)
@@ -229,7 +236,10 @@ def run_tasks(
     )
     write_manifest(out, manifest)
     written = sum(writer.written.values())
-    return RunResult(out, manifest, failures, len(tasks), written, writer.resumed, time.perf_counter() - start)
+    n_inputs = sum(max(1, len(t.paths)) for t in tasks)
+    return RunResult(
+        out, manifest, failures, n_inputs, written, writer.resumed, time.perf_counter() - start, False, failed_files
+    )
 
 
 def official_splits(tasks: list[Task], fractions: list[float]) -> dict[str, str]:

@@ -13,20 +13,23 @@ inside a folder, DICOMDIR index files are ignored (their instances are walked an
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from pydicom.uid import MediaStorageDirectoryStorage, SegmentationStorage
+from pydicom.uid import UID, MediaStorageDirectoryStorage, SegmentationStorage
 
 from lvmmed.data import deid
 from lvmmed.data.readers.dicom import dicomdir_files, walk_files
-from lvmmed.data.readers.dicom_file import identity_fields, read_dataset
+from lvmmed.data.readers.dicom_file import identity_fields, modality_of, read_dataset
 from lvmmed.data.readers.record import ReaderError
 
 from .engine import SkipInput, Task
 from .records_to_samples import _salt, record_samples
+
+log = logging.getLogger(__name__)
 
 PROCESSOR = "data_prep.plan_dicom:process_series"
 
@@ -65,6 +68,7 @@ def plan_dicom(
     series: dict[str, list[Path]] = defaultdict(list)
     header: dict[str, Any] = {}
     segs: list[tuple[Path, str | None]] = []
+    mixed: set[str] = set()
     failures = []
     salt = _salt(str(cfg.get("salt_file", "")))
     for file in files:
@@ -80,17 +84,29 @@ def plan_dicom(
             segs.append((file, _referenced_series(ds)))
             continue
         if "Rows" not in ds:
-            failures.append({"file": rel, "kind": "skipped", "reason": "no image (no Rows/pixel module)"})
+            sop_name = UID(str(ds.get("SOPClassUID") or "")).name
+            if "Image Storage" in sop_name:  # an image class without its image module: cut short or damaged
+                reason = f"truncated or corrupt: a {sop_name} object without its image module (Rows, pixels)"
+                failures.append({"file": rel, "kind": "error", "reason": reason})
+            else:  # structured reports, presentation states, key objects, ...: not images
+                failures.append({"file": rel, "kind": "skipped", "reason": "no image (no Rows/pixel module)"})
             continue
         uid = str(ds.get("SeriesInstanceUID") or f"file:{rel}")
-        series[uid].append(file)
-        if uid not in header:
-            ident = identity_fields(ds)
-            volume_source = SimpleNamespace(identity={**ident, "instance_uid": ""}, meta={"source": uid})
-            header[uid] = {
-                "modality": str(ds.get("Modality", "") or "OT").upper(),
-                **deid.identity_hashes(volume_source, salt),
-            }
+        volume_source = SimpleNamespace(identity={**identity_fields(ds), "instance_uid": ""}, meta={"source": uid})
+        hashes = deid.identity_hashes(volume_source, salt)
+        key = uid
+        if uid in header and header[uid]["patient"] != hashes["patient"]:
+            # Another patient's file under the same SeriesInstanceUID (careless anonymisation): its own group, so
+            # it keeps its own patient pseudonym and split instead of silently taking the first file's.
+            key = f"{uid}|{hashes['patient']}"
+            if uid not in mixed:
+                mixed.add(uid)
+                log.warning("a DICOM series UID holds files of several patients; they are grouped per patient")
+        series[key].append(file)
+        if key not in header:
+            header[key] = {"modality": modality_of(ds), **hashes}
+            if key != uid:
+                header[key]["volume"] = deid.pseudonym(key, salt, len(hashes["volume"]))
     seg_of: dict[str, list[str]] = defaultdict(list)
     for file, ref in segs:
         rel = str(file.relative_to(src)) if src.is_dir() else file.name

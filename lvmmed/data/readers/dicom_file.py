@@ -159,9 +159,107 @@ def identity_fields(ds: Dataset) -> dict[str, str]:
     return {key: str(ds.get(tag)) for key, tag in pairs.items() if ds.get(tag) not in (None, "")}
 
 
+# DICOM PS3.3 C.7.3.1.1.1 defined terms for Modality (current and retired). Anything else becomes "OT": the tag is
+# free text in the wild, and a shard keeps no header text that could carry a name.
+MODALITIES = frozenset(
+    [
+        "AR",
+        "ASMT",
+        "AU",
+        "BDUS",
+        "BI",
+        "BMD",
+        "CR",
+        "CT",
+        "CTPROTOCOL",
+        "DG",
+        "DOC",
+        "DX",
+        "ECG",
+        "EPS",
+        "ES",
+        "FID",
+        "GM",
+        "HC",
+        "HD",
+        "IO",
+        "IOL",
+        "IVOCT",
+        "IVUS",
+        "KER",
+        "KO",
+        "LEN",
+        "LS",
+        "MG",
+        "MR",
+        "M3D",
+        "NM",
+        "OAM",
+        "OCT",
+        "OP",
+        "OPM",
+        "OPT",
+        "OPTBSV",
+        "OPTENF",
+        "OPV",
+        "OSS",
+        "OT",
+        "PLAN",
+        "PR",
+        "PT",
+        "PX",
+        "REG",
+        "RESP",
+        "RF",
+        "RG",
+        "RTDOSE",
+        "RTIMAGE",
+        "RTPLAN",
+        "RTRECORD",
+        "RTSTRUCT",
+        "RWV",
+        "SEG",
+        "SM",
+        "SMR",
+        "SR",
+        "SRF",
+        "STAIN",
+        "TEXTUREMAP",
+        "TG",
+        "US",
+        "VA",
+        "XA",
+        "XC",
+        "CD",
+        "CF",
+        "CP",
+        "CS",
+        "DD",
+        "DF",
+        "DM",
+        "DS",
+        "EC",
+        "FA",
+        "FS",
+        "LP",
+        "MA",
+        "MS",
+        "OPR",
+        "ST",
+        "VF",
+    ]
+)
+
+
+def modality_of(ds: Dataset) -> str:
+    """The header's Modality when it is a DICOM defined term, else ``OT``."""
+    modality = str(ds.get("Modality") or "OT").strip().upper()
+    return modality if modality in MODALITIES else "OT"
+
+
 def technical_meta(ds: Dataset, path: str | Path) -> dict[str, Any]:
     """The technical fields kept from a header (no identifiers; ``source`` is for reports only)."""
-    modality = str(ds.get("Modality") or "OT").upper()
+    modality = modality_of(ds)
     burned = str(ds.get("BurnedInAnnotation") or "").upper() or None
     sop_class = str(ds.get("SOPClassUID") or "")
     risky_kind = modality in ("US", "XC", "ES") or sop_class.startswith(SECONDARY_CAPTURE_PREFIX)
