@@ -160,6 +160,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optim.lr": 0.1, ...}``: the leaves of a nested config dict under dotted keys (lists stay leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def to_yaml(cfg: Any) -> str:
     """Returns the config as YAML text."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

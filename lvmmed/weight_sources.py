@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from lvmmed.models.base import Backbone
-from lvmmed.models.state_dict import LoadReport, WeightLoadError, load_checked, unwrap_checkpoint
+from lvmmed.models.state_dict import LoadReport, WeightLoadError, load_checked, nonfinite_tensors, unwrap_checkpoint
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 CORE_CONFIG_KEYS = ("architecture", "in_chans", "img_size", "feature_dim", "lvmmed_version")
@@ -233,7 +233,7 @@ def load_pretrained(
             f"create_backbone('{resolved.architecture}', ...) or lvmmed.weights.load_backbone('{source}')."
         )
     state = read_state_dict(resolved.path)
-    nonfinite = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    nonfinite = nonfinite_tensors(state)
     if nonfinite:
         raise WeightLoadError(
             f"weight source '{source}' holds NaN or inf values in {len(nonfinite)} tensor(s), e.g. {nonfinite[:3]}: "

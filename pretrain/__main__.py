@@ -32,9 +32,10 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 
-from lvmmed.config import parse_args, save_config, to_dict, to_yaml
+from lvmmed.config import flatten_config, parse_args, save_config, to_dict, to_yaml
 from lvmmed.data.pipeline import DataQualityError, StreamPosition, TwoViewStream, build_loader, resolve_shard_sets
 from lvmmed.errors import CheckpointError, LvmmedError, OutputError, output_error, run_cli
+from lvmmed.models.state_dict import nonfinite_tensors
 from pretrain.checkpoint import (
     CHECKPOINT_PATTERN,
     config_changes,
@@ -316,8 +317,7 @@ def check_data_quality(run: Run, state: TrainState) -> None:
 def check_finite_weights(backbone: torch.nn.Module, checkpoint: Path) -> None:
     """Refuses to export a backbone with NaN/inf weights (steps whose loss was non-finite are skipped, but a
     finite loss can still push weights to inf, e.g. with an enormous learning rate)."""
-    bad = [name for name, tensor in backbone.state_dict().items() if tensor.is_floating_point()
-           and not bool(tensor.isfinite().all())]  # fmt: skip
+    bad = nonfinite_tensors(backbone.state_dict())
     if bad:
         raise LvmmedError(
             f"the trained backbone holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[:3]}; nothing was exported "
@@ -377,16 +377,9 @@ def cli(argv: list[str] | None = None) -> int:
     return run_cli(main, argv, "python -m pretrain")
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(tree: dict[str, Any]) -> dict[str, Any]:
     """Flattens a nested config for trackers (TensorBoard hparams take scalars only)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat(value, name + "."))
-        else:
-            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
-    return flat
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flatten_config(tree).items()}
 
 
 if __name__ == "__main__":

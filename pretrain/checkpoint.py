@@ -81,12 +81,7 @@ def read_trainer_state(directory: str | Path) -> dict[str, Any] | None:
 
 def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first (``.tmp`` and marker-less directories are ignored)."""
-    root = checkpoints_root(output_dir)
-    if not root.is_dir():
-        return []
-    named = [p for p in root.iterdir() if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
-    found = [p for p in named if read_trainer_state(p) is not None]
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+    return [p for p in named_checkpoints(output_dir) if read_trainer_state(p) is not None]
 
 
 def named_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -311,18 +306,12 @@ def config_changes(saved: Path, cfg: Any) -> list[str]:
     that do not change the trajectory (:data:`RESUME_FREE_KEYS`: paths, budget, logging)."""
     import yaml
 
-    from lvmmed.config import to_dict
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+    from lvmmed.config import flatten_config, to_dict
 
     try:
-        old = flat(yaml.safe_load(saved.read_text()) or {})
+        old = flatten_config(yaml.safe_load(saved.read_text()) or {})
     except (OSError, yaml.YAMLError):
         return []
-    new = flat(to_dict(cfg))
-    keys = sorted(k.rstrip(".") for k in set(old) | set(new))
-    return [f"{k} ({old.get(k + '.')!r} → {new.get(k + '.')!r})" for k in keys
-            if old.get(k + ".") != new.get(k + ".") and not k.startswith(RESUME_FREE_KEYS)]  # fmt: skip
+    new = flatten_config(to_dict(cfg))
+    return [f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not k.startswith(RESUME_FREE_KEYS)]  # fmt: skip

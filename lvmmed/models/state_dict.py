@@ -82,6 +82,11 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def nonfinite_tensors(state: Mapping[str, object]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+
+
 def unwrap_checkpoint(obj: object) -> dict[str, torch.Tensor]:
     """Returns the tensor dict of a checkpoint (``{"state_dict": ...}``-style containers are opened)."""
     for _ in range(4):
