@@ -247,6 +247,7 @@ def _convert_folder(
         if result.failed_files is not None:
             result.failed_files += plan_errors
         write_failures(out, result.failures)
+        result.manifest["input_files"], result.manifest["failed_files"] = result.n_tasks, result.failed_files
         result.manifest["failures"] = len(result.errors)
         result.manifest["skipped"] = len(result.failures) - len(result.errors)
         if (out / MANIFEST_NAME).is_file():

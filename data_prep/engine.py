@@ -207,18 +207,28 @@ def run_tasks(
         manifest = json.loads(manifest_file.read_text())
         if manifest.get("fingerprint") == fp:
             failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").is_file() else []
-            return RunResult(out, manifest, failures, len(tasks), 0, manifest["counts"]["total"], 0.0, True)
+            return RunResult(
+                out,
+                manifest,
+                failures,
+                manifest.get("input_files", len(tasks)),
+                0,
+                manifest["counts"]["total"],
+                0.0,
+                True,
+                manifest.get("failed_files"),  # the fraction the run that wrote the set reported
+            )
     if manifest_file.is_file():
         manifest_file.unlink()  # the set is incomplete again until this run writes a new manifest
     writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
     failures: list[dict[str, str]] = []
-    failed_files, paths_of = 0, {t.index: len(t.paths) for t in tasks}
+    failed_files, files_of = 0, {t.index: max(1, len(t.paths)) for t in tasks}
     bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
     try:
         for index, samples, task_failures in _results(tasks, cfg, workers, cfg.get("start_method", "auto")):
             failures.extend(task_failures)
             n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
-            failed_files += max(1, paths_of.get(index, 1)) if n_errors and not samples else n_errors
+            failed_files += files_of.get(index, 1) if n_errors and not samples else n_errors
             for sample in samples:
                 writer.write(sample)
             bar.update(1)
@@ -230,13 +240,14 @@ def run_tasks(
     shards = writer.close()
     write_failures(out, failures)
     n_errors = sum(1 for f in failures if f["kind"] in ERROR_KINDS)
-    extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, **(extra_manifest or {})}
+    n_inputs = sum(files_of.values())
+    extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, "input_files": n_inputs,
+             "failed_files": failed_files, **(extra_manifest or {})}  # fmt: skip
     manifest = build_manifest(
         name, shards, cfg, source, modality, label_names, mask_labels, failures=n_errors, extra=extra
     )
     write_manifest(out, manifest)
     written = sum(writer.written.values())
-    n_inputs = sum(max(1, len(t.paths)) for t in tasks)
     return RunResult(
         out, manifest, failures, n_inputs, written, writer.resumed, time.perf_counter() - start, False, failed_files
     )

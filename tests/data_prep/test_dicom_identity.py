@@ -75,3 +75,5 @@ def test_one_corrupt_slice_is_one_lost_file_not_a_lost_run(tmp_path, convert_fol
     result = convert_folder(src, out, "dicom", image_size=32, name="t")
     assert len(load_arrays(out)) == 5
     assert 0 < result.failure_fraction <= 1 / 6 + 1e-9
+    again = convert_folder(src, out, "dicom", image_size=32, name="t")  # nothing to do: the same verdict
+    assert again.already_complete and again.failure_fraction == result.failure_fraction
