@@ -155,10 +155,13 @@ class Harness:
         evals = sum(1 for c in self.cells for e in self.cfg.evals if not self.done(c, e.key))
         return pre, evals
 
-    def estimate_seconds(self, max_steps: int) -> float:
-        """Wall time of what is pending, on an idle machine (``seconds_per_step`` / ``seconds_per_eval``)."""
-        pre, evals = self.pending()
-        work = pre * (max_steps * self.cfg.seconds_per_step + 15) + evals * self.cfg.seconds_per_eval
+    def estimate_seconds(self, steps: dict[str, int]) -> float:
+        """Wall time of what is pending on an idle machine, from each variant's step budget (``steps``) and
+        ``seconds_per_step`` / ``seconds_per_eval``."""
+        pre = [c for c in self.cells if c.variant.source != "random" and not self.done(c, "pretrain")]
+        evals = sum(1 for c in self.cells for e in self.cfg.evals if not self.done(c, e.key))
+        work = sum(steps[c.variant.name] * self.cfg.seconds_per_step + 15 for c in pre)
+        work += evals * self.cfg.seconds_per_eval
         return work / min(self.cfg.workers, max(1, len(self.cells)))
 
     def prepare_data(self) -> None:
@@ -200,11 +203,19 @@ def last_metrics(csv_path: Path) -> dict[str, float]:
     return out
 
 
-def resolved_max_steps(cfg: AblationConfig) -> int:
-    """The shared step budget (pretraining config + shared overrides)."""
+def resolved_max_steps(cfg: AblationConfig) -> dict[str, int]:
+    """Each pretrained variant's step budget (base config + shared overrides + its own).
+
+    Resolving every variant's pretraining config here also rejects a bad variant override at start-up (exit 2),
+    before any cell runs.
+    """
     from pretrain.config import PretrainConfig
 
-    return load_config(PretrainConfig, cfg.pretrain_config, cfg.pretrain_overrides).max_steps
+    return {
+        v.name: load_config(PretrainConfig, cfg.pretrain_config, [*cfg.pretrain_overrides, *v.overrides]).max_steps
+        for v in cfg.variants
+        if v.source != "random"
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(AblationConfig, args.config, args.overrides)
-        max_steps = resolved_max_steps(cfg)
+        steps = resolved_max_steps(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"python -m pretrain.ablation: error: {err}", file=sys.stderr)
         return 2
@@ -226,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     command = cfg.command or "python -m pretrain.ablation " + shlex.join(argv)
     harness = Harness(cfg)
     pre, evals = harness.pending()
-    estimate = harness.estimate_seconds(max_steps)
+    estimate = harness.estimate_seconds(steps)
+    budgets = "/".join(str(n) for n in sorted(set(steps.values()))) or "no"
     print(
         f"ablation {cfg.name!r}: {len(cfg.variants)} variants × {len(cfg.seeds)} seeds, {len(cfg.evals)} evals each; "
-        f"pending {pre} pretraining runs ({max_steps} steps) and {evals} evaluations; estimate {estimate / 60:.0f} min "
+        f"pending {pre} pretraining runs ({budgets} steps) and {evals} evaluations; estimate {estimate / 60:.0f} min "
         f"on an idle 2-core machine ({cfg.workers} workers)",
         flush=True,
     )

@@ -92,3 +92,23 @@ def test__report_states_the_pretraining_pool_from_the_manifests(tmp_path):
         (tmp_path / name / "manifest.json").write_text(json.dumps({"counts": {"train": train, "val": 1, "test": 1}}))
     cfg = AblationConfig(pretrain_overrides=[f"data.shards=[{tmp_path}]"])
     assert pool_line(cfg) == "Pretraining pool (train splits): a 5, b 7; 12 images."
+
+
+def test__variant_budgets_enter_the_estimate_and_bad_variant_overrides_exit_2(tmp_path, capsys):
+    base = {"pretrain_overrides": ["max_steps=100", "data.shards=[/nonexistent]"], "output_dir": str(tmp_path / "r")}
+    variants = [
+        {"name": "short", "overrides": ["max_steps=10"]},
+        {"name": "long", "overrides": ["max_steps=1000"]},
+        {"name": "random", "source": "random"},
+    ]
+    config = tmp_path / "a.yaml"
+    config.write_text(yaml.safe_dump({**base, "variants": variants, "reference": "short", "seconds_per_step": 1.0,
+                                      "seconds_per_eval": 0.0, "workers": 1}))  # fmt: skip
+    assert ablation.main(["--config", str(config), "--estimate"]) == 0
+    out = capsys.readouterr().out
+    # 3 seeds × (10 + 1000 steps) + 6 runs × 15 s start-up on one worker: 3120 s = 52 min (not 3 × 2 × 100 steps)
+    assert "pending 6 pretraining runs (10/1000 steps)" in out and "estimate 52 min" in out
+    config.write_text(yaml.safe_dump({**base, "variants": [{"name": "a", "overrides": ["optim.lrr=1"]}],
+                                      "reference": "a"}))  # fmt: skip
+    assert ablation.main(["--config", str(config), "--estimate"]) == 2
+    assert "lrr" in capsys.readouterr().err
