@@ -164,6 +164,7 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
     """One ``run_experiment`` per seed, a mean ± std table and ``summary.json``; 1 when a run failed."""
     from downstream.multilabel import MULTILABEL_METRICS
     from downstream.run import run_experiment
+    from downstream.runtime import strict_json_text
 
     seeds = [cfg.seed] if explicit_seed else list(cfg.seeds)
     results = []
@@ -196,7 +197,7 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
         print(f"  trainable params   {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.3f}%)")
     out = run_dir(cfg, seeds[0]).parent / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1, default=float))
+    out.write_text(strict_json_text(summary))
     failed = [r for r in results if r["status"] != "ok"]
     if failed:  # the error contract's one line, last on stderr
         from lvmmed.errors import format_error

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -61,11 +62,33 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN/inf float as ``None`` (JSON ``null``), NumPy and tensor values as Python ones.
+
+    ``json.dumps`` would write a bare ``NaN`` token (an undefined metric, e.g. AUROC on a one-class test split),
+    which strict JSON readers (``jq``, JavaScript, pandas with ``orient``) reject.
+    """
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(value) for value in obj]
+    if isinstance(obj, torch.Tensor | np.ndarray | np.generic):
+        return strict_json(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def strict_json_text(obj: Any) -> str:
+    """Indented strict JSON of ``obj`` (see :func:`strict_json`)."""
+    return json.dumps(strict_json(obj), indent=1, default=json_default, allow_nan=False)
+
+
 def write_result_files(result: dict[str, Any], row: dict[str, Any], out_dir: Path) -> None:
     """``result.json`` (atomic) and the one-row ``result.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=json_default))
+    tmp.write_text(strict_json_text(result))
     tmp.replace(out_dir / "result.json")
     with open(out_dir / "result.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))

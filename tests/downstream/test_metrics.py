@@ -94,3 +94,23 @@ def test_paired_bootstrap_detects_a_better_classifier():
     assert res["diff"] > 0.2 and res["ci_low"] > 0 and res["p_value"] < 0.01
     same = paired_bootstrap(y, good, good, "accuracy", n_boot=50)
     assert same["diff"] == 0.0
+
+
+def test__result_files_are_strict_json_with_null_for_undefined_metrics(tmp_path):
+    """AUROC on a one-class test split is undefined: result.json says null, never a bare NaN token."""
+    import json
+
+    import torch
+
+    from downstream.runtime import write_result_files
+
+    metrics = classification_metrics(np.zeros(5, int), np.full((5, 2), 0.5))
+    result = {"metrics": metrics, "curve": np.array([0.5, np.inf]), "t": torch.tensor([1.0, float("nan")])}
+    write_result_files(result, {"accuracy": metrics["accuracy"]}, tmp_path)
+
+    def refuse(token):
+        raise ValueError(f"non-strict JSON token {token}")
+
+    stored = json.loads((tmp_path / "result.json").read_text(), parse_constant=refuse)
+    assert stored["metrics"]["auroc"] is None and stored["metrics"]["accuracy"] == metrics["accuracy"]
+    assert stored["curve"] == [0.5, None] and stored["t"] == [1.0, None]
