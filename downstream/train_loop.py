@@ -122,45 +122,48 @@ class Trainer:
         start, current, sums, count = time.perf_counter(), None, {}, 0
         end = min(self.steps, self.step + int(n))
         bar = tqdm(range(self.step, end), desc=desc, disable=not progress, leave=False)
-        for step in bar:
-            while self.phase_i < len(self.bounds) - 1 and step >= self.bounds[self.phase_i][1]:
-                self.phase_i += 1
-            if current != self.bounds[self.phase_i][0]:
-                current = self.bounds[self.phase_i][0]
-                method.set_phase(current)
-                method.train()
-            if self.pos + self.bs > self.n:
-                self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-            idx = self.perm[self.pos : self.pos + self.bs]
-            self.pos += self.bs
-            xb, yb = self.x[idx.to(self.x.device)], self.y[idx.to(self.y.device)]
-            kwargs = {}
-            if cfg.augment:
-                flips = flip_flags(len(idx), self.gen)
-                xb = apply_flips(xb, *flips)
-                if self.plain is not None:
-                    kwargs["plain"] = self.plain[flip_index(*flips), idx].to(xb.device)
-            elif self.plain is not None:
-                kwargs["plain"] = self.plain[0, idx].to(xb.device)
-            factor = lr_factor(step, self.steps, self.warmup)
-            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-                group["lr"] = base * factor
-            terms = method.losses(method(xb, **kwargs), yb)
-            for name, value in terms.items():
-                if not torch.isfinite(value):
-                    raise NonFiniteLossError(f"{method.key}: loss term '{name}' is {value.item()} at step {step}")
-            loss = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(method.trainable_parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            count += 1
-            self.step = step + 1
-            if progress and step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        try:  # an error closes the bar first, so the one-line error message is the last line
+            for step in bar:
+                while self.phase_i < len(self.bounds) - 1 and step >= self.bounds[self.phase_i][1]:
+                    self.phase_i += 1
+                if current != self.bounds[self.phase_i][0]:
+                    current = self.bounds[self.phase_i][0]
+                    method.set_phase(current)
+                    method.train()
+                if self.pos + self.bs > self.n:
+                    self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
+                idx = self.perm[self.pos : self.pos + self.bs]
+                self.pos += self.bs
+                xb, yb = self.x[idx.to(self.x.device)], self.y[idx.to(self.y.device)]
+                kwargs = {}
+                if cfg.augment:
+                    flips = flip_flags(len(idx), self.gen)
+                    xb = apply_flips(xb, *flips)
+                    if self.plain is not None:
+                        kwargs["plain"] = self.plain[flip_index(*flips), idx].to(xb.device)
+                elif self.plain is not None:
+                    kwargs["plain"] = self.plain[0, idx].to(xb.device)
+                factor = lr_factor(step, self.steps, self.warmup)
+                for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                    group["lr"] = base * factor
+                terms = method.losses(method(xb, **kwargs), yb)
+                for name, value in terms.items():
+                    if not torch.isfinite(value):
+                        raise NonFiniteLossError(f"{method.key}: loss term '{name}' is {value.item()} at step {step}")
+                loss = sum(terms.values())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(method.trainable_parameters(), cfg.optim.grad_clip)
+                self.optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                count += 1
+                self.step = step + 1
+                if progress and step % 10 == 0:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        finally:
+            bar.close()
         method.set_phase("joint")
         method.eval()
         self.seconds += time.perf_counter() - start

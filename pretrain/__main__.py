@@ -261,25 +261,27 @@ def train_loop(run: Run, state: TrainState) -> Path | None:
     progress = tqdm(total=cfg.max_steps, initial=trainer["step"], disable=not accelerator.is_local_main_process,
                     desc="pretrain", dynamic_ncols=True)  # fmt: skip
     state.model.train()
-    while trainer["step"] < cfg.max_steps:
-        meter.start_step()
-        finite, grad_norm, lr = optimizer_step(run, state, loader)
-        trainer["step"] += 1
-        trainer["images_seen"] += images_per_step
-        logged = {**state.info, "grad_norm": float(grad_norm), "lr": lr} if finite else {"lr": lr}
-        meter.end_step(images_per_step, logged)
-        progress.update(1)
-        progress.set_postfix(loss=f"{state.info.get('loss', float('nan')):.4f}", refresh=False)
-        if trainer["step"] % cfg.log_every == 0 or trainer["step"] == cfg.max_steps:
-            quality = _skip_totals(state.data_quality)
-            metrics = {**meter.flush(), "nonfinite_skips": float(trainer["nonfinite_total"]),
-                       "data_skips": float(quality["skipped"]), "epoch": float(state.epoch)}  # fmt: skip
-            accelerator.log(metrics, step=trainer["step"])
-            if csv_log is not None:
-                csv_log.log(trainer["step"], metrics)
-        if cfg.checkpoint_every and trainer["step"] % cfg.checkpoint_every == 0 and trainer["step"] < cfg.max_steps:
-            last_checkpoint = checkpoint_now(run, state)
-    progress.close()
+    try:  # an error closes the bar first, so the one-line error message is the last line
+        while trainer["step"] < cfg.max_steps:
+            meter.start_step()
+            finite, grad_norm, lr = optimizer_step(run, state, loader)
+            trainer["step"] += 1
+            trainer["images_seen"] += images_per_step
+            logged = {**state.info, "grad_norm": float(grad_norm), "lr": lr} if finite else {"lr": lr}
+            meter.end_step(images_per_step, logged)
+            progress.update(1)
+            progress.set_postfix(loss=f"{state.info.get('loss', float('nan')):.4f}", refresh=False)
+            if trainer["step"] % cfg.log_every == 0 or trainer["step"] == cfg.max_steps:
+                quality = _skip_totals(state.data_quality)
+                metrics = {**meter.flush(), "nonfinite_skips": float(trainer["nonfinite_total"]),
+                           "data_skips": float(quality["skipped"]), "epoch": float(state.epoch)}  # fmt: skip
+                accelerator.log(metrics, step=trainer["step"])
+                if csv_log is not None:
+                    csv_log.log(trainer["step"], metrics)
+            if cfg.checkpoint_every and trainer["step"] % cfg.checkpoint_every == 0 and trainer["step"] < cfg.max_steps:
+                last_checkpoint = checkpoint_now(run, state)
+    finally:
+        progress.close()
     return last_checkpoint
 
 

@@ -71,6 +71,8 @@ def test_bad_training_data_fails_clearly(damage, fragment, shard_copy, tmp_path,
     err = _no_traceback(capsys)
     assert code == 1, err[-3000:]
     assert "python -m pretrain: error:" in err and fragment in err, err[-3000:]
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1].startswith("python -m pretrain: error:"), lines[-3:]  # no progress bar after the message
     if damage in ("truncated-shard", "a-third-unreadable"):
         assert str(train) in err  # the message names the shard, with its whole path (sets may share names)
         assert ckpt.checkpoint_problem(ckpt.find_latest(out)) is None  # the trained steps were kept
