@@ -94,6 +94,7 @@ def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
     """Plain-language checks of the reference against the baselines on the headline evaluation."""
     rows = summary[cfg.headline]
     ref_label = next(v.label for v in cfg.variants if v.name == cfg.reference)
+    steps = variant_steps(cfg)
     lines = []
     for name in cfg.baselines:
         label = next(v.label for v in cfg.variants if v.name == name)
@@ -106,9 +107,28 @@ def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
         verdict = "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
         lines.append(
             f"- {ref_label} − {label} on {cfg.headline}: {_signed(d)} (95% CI {_signed(lo)} … {_signed(hi)}, "
-            f"p = {_f(cmp['p'])}, {cmp['n']} pretraining seeds): **{verdict}** at equal steps, batch and data."
+            f"p = {_f(cmp['p'])}, {cmp['n']} pretraining seeds): **{verdict}** {_budget(steps, cfg.reference, name)}."
         )
     return lines
+
+
+def variant_steps(cfg: AblationConfig) -> dict[str, int]:
+    """Each pretrained variant's step budget; ``{}`` when the pretraining config cannot be resolved here."""
+    from pretrain.ablation import resolved_max_steps
+
+    try:
+        return resolved_max_steps(cfg)
+    except Exception:  # the report must still be written; the phrase then omits the budgets
+        return {}
+
+
+def _budget(steps: dict[str, int], a: str, b: str) -> str:
+    """ "at equal steps, batch and data", the two budgets when they differ, or the one budget against random init."""
+    if steps and (a in steps) != (b in steps):  # one side is random init (no pretraining)
+        return f"at {steps.get(a, steps.get(b))} pretraining steps vs none (random init)"
+    if a in steps and b in steps and steps[a] != steps[b]:
+        return f"at {steps[a]} vs {steps[b]} steps (same batch and data)"
+    return "at equal steps, batch and data"
 
 
 def pool_line(cfg: AblationConfig) -> str:

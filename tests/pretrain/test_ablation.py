@@ -112,3 +112,12 @@ def test__variant_budgets_enter_the_estimate_and_bad_variant_overrides_exit_2(tm
                                       "reference": "a"}))  # fmt: skip
     assert ablation.main(["--config", str(config), "--estimate"]) == 2
     assert "lrr" in capsys.readouterr().err
+
+
+def test__headline_phrase_names_the_budgets_when_they_differ():
+    from pretrain.ablation_report import _budget
+
+    steps = {"gm_240": 240, "gm_80": 80, "nt_240": 240}
+    assert _budget(steps, "gm_240", "nt_240") == "at equal steps, batch and data"
+    assert _budget(steps, "gm_240", "gm_80") == "at 240 vs 80 steps (same batch and data)"
+    assert _budget(steps, "gm_240", "random") == "at 240 pretraining steps vs none (random init)"
