@@ -247,6 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.estimate:
         return 0
+    if args.report_only and not any(harness.done(c, "pretrain") for c in harness.cells):
+        print(
+            f"python -m pretrain.ablation: error: no finished cells under {cfg.output_dir}; nothing to report, and "
+            f"{cfg.report or 'no report'} is left as it is — run the command without --report-only first",
+            file=sys.stderr,
+        )
+        return 1
     try:
         failed = 0 if args.report_only else harness.run()
     except RuntimeError as err:

@@ -105,9 +105,10 @@ def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
             lines.append(f"- {ref_label} vs {label}: no paired seeds yet.")
             continue
         verdict = "better" if lo > 0 else "worse" if hi < 0 else "not distinguishable"
+        seeds = f"{cmp['n']} pretraining seed" + ("s" if cmp["n"] != 1 else "")
         lines.append(
             f"- {ref_label} − {label} on {cfg.headline}: {_signed(d)} (95% CI {_signed(lo)} … {_signed(hi)}, "
-            f"p = {_f(cmp['p'])}, {cmp['n']} pretraining seeds): **{verdict}** {_budget(steps, cfg.reference, name)}."
+            f"p = {_f(cmp['p'])}, {seeds}): **{verdict}** {_budget(steps, cfg.reference, name)}."
         )
     return lines
 

@@ -121,3 +121,14 @@ def test__headline_phrase_names_the_budgets_when_they_differ():
     assert _budget(steps, "gm_240", "nt_240") == "at equal steps, batch and data"
     assert _budget(steps, "gm_240", "gm_80") == "at 240 vs 80 steps (same batch and data)"
     assert _budget(steps, "gm_240", "random") == "at 240 pretraining steps vs none (random init)"
+
+
+def test__report_only_without_cells_leaves_the_report_block_alone(tmp_path, capsys):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- ablation:start -->\nthe stored table\n<!-- ablation:end -->\n")
+    config = tmp_path / "a.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "empty"), "report": str(page),
+                                      "variants": [{"name": "paper_gm"}], "reference": "paper_gm"}))  # fmt: skip
+    assert ablation.main(["--config", str(config), "--report-only"]) == 1
+    assert "no finished cells" in capsys.readouterr().err
+    assert read_block(page, "ablation") == "the stored table"
