@@ -34,8 +34,10 @@ class GraphMatchingConfig:
             step (one assignment call) is the default: the perturbation moves Cv by λ towards the ground truth,
             so the first linearise-and-project step from X̂ takes most of the change.
         lambda_val: black-box interpolation strength λ (Vlastelica et al. 2020), as the largest per-entry change
-            of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]; λ = 0.5 is large enough
-            to flip wrong assignments (a perceptron-like signal, as BB-GM's λ = 80 on O(1) costs) yet local.
+            of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]: at 0.5 the re-solve flips
+            only rows whose identity loses by less than about 1 (a local signal); at 5 (the LVM-Med presets) it
+            returns the identity on every row, the structured-hinge regime of BB-GM's λ = 80 on O(1) costs. The
+            presets' value was chosen on held-out data (docs/graph_matching.md, "Choosing the presets").
         normalize_perturbation: scale λ by 1 / max|∂L/∂X̂| so it does not depend on N or the loss reduction.
         perturb_samples: S, noise samples of the backward pass (``matching/perturbed.py``: I-MLE / perturb-and-MAP
             averaging of the black-box gradient); 1 with ``perturb_noise = 0`` is the plain black-box gradient.
