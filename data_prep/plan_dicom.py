@@ -59,6 +59,7 @@ def plan_dicom(
         ``(tasks, planning_failures, info)``; failures are unreadable headers (``{"file", "kind", "reason"}``).
     """
     if src.is_file() and src.name.upper() == "DICOMDIR":  # a DICOMDIR index: its referenced instances
+        src = src.resolve()  # pydicom's FileSet gives resolved paths: a --src through a symlink must match them
         files = sorted(dicomdir_files(src))
         src = src.parent
     else:

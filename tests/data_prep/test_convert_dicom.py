@@ -99,3 +99,12 @@ def test_dicomdir_file_as_source(tmp_path, convert_folder):
     rows = load_arrays(tmp_path / "dd")
     assert len(rows) == result.manifest["counts"]["total"] > 0
     assert {"CT", "MR"} <= {r["meta"]["modality"] for r in rows}
+
+
+def test_dicomdir_reached_through_a_symlink(tmp_path, convert_folder):
+    """A --src path through a symlinked folder (pydicom resolves the instances' paths) converts the same set."""
+    link = tmp_path / "linked_release"
+    link.symlink_to(samples.path("dicomdir_tree"), target_is_directory=True)
+    direct = convert_folder(samples.path("dicomdir_tree") / "DICOMDIR", tmp_path / "direct", "dicom", image_size=16)
+    linked = convert_folder(link / "DICOMDIR", tmp_path / "linked", "dicom", image_size=16)
+    assert linked.manifest["counts"] == direct.manifest["counts"] and linked.manifest["counts"]["total"] > 0
