@@ -103,11 +103,12 @@ def resolve_shard_sets(cfg: DataConfig) -> list[ShardSet]:
             roots.extend(subs)
         else:
             raise ShardFormatError(
-                f"{path} holds no {MANIFEST_NAME} (nor sub-directories with one). "
-                "Make shards with `python -m data_prep bundled --out runs/shards --profile demo`."
+                f"{path} holds no {MANIFEST_NAME} (nor sub-directories with one). Make shards with `python -m "
+                "data_prep convert` (the bundled data: `python -m data_prep bundled --out runs/shards --profile demo`)",
+                fix="",  # the remedy is in the message; not also the default "rebuild the shards"
             )
     if not roots:
-        raise ShardFormatError("data.shards is empty: give at least one shard-set directory")
+        raise ShardFormatError("data.shards is empty: give at least one shard-set directory", fix="")
     sets = []
     for root in roots:
         manifest = load_manifest(root)
