@@ -347,7 +347,6 @@ class DownstreamConfig:
             raise ValueError("in_chans must be 1 or 3")
         if not self.seeds:
             raise ValueError("seeds must not be empty: give at least one, e.g. seeds=[0]")
-        from lvmmed.models import list_backbones
+        from lvmmed.models import check_backbone_name
 
-        if self.backbone not in list_backbones():
-            raise ValueError(f"unknown backbone '{self.backbone}'; known: {', '.join(list_backbones())}")
+        check_backbone_name(self.backbone)

@@ -39,10 +39,9 @@ class ModelConfig:
     proj_layers: int = 2
 
     def __post_init__(self) -> None:
-        from lvmmed.models import list_backbones
+        from lvmmed.models import check_backbone_name
 
-        if self.backbone not in list_backbones():
-            raise ValueError(f"unknown model.backbone '{self.backbone}'; known: {', '.join(list_backbones())}")
+        check_backbone_name(self.backbone, "model.backbone")
         if self.in_chans not in (1, 3):
             raise ValueError(f"model.in_chans must be 1 or 3, got {self.in_chans}")
         if self.projector not in PROJECTORS:

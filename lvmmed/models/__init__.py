@@ -10,9 +10,12 @@ import importlib
 
 from lvmmed.models.base import Backbone, PromptedOutput
 
-_FACTORY_NAMES = ("SMALL_BACKBONES", "build_architecture", "create_backbone", "list_backbones")
+_FACTORY_NAMES = ("SMALL_BACKBONES", "build_architecture", "check_backbone_name", "create_backbone", "list_backbones")
 
-__all__ = ["SMALL_BACKBONES", "Backbone", "PromptedOutput", "build_architecture", "create_backbone", "list_backbones"]
+__all__ = [
+    "SMALL_BACKBONES", "Backbone", "PromptedOutput", "build_architecture", "check_backbone_name", "create_backbone",
+    "list_backbones",
+]  # fmt: skip
 
 
 def __getattr__(name: str):

@@ -35,6 +35,12 @@ def list_backbones() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def check_backbone_name(name: str, key: str = "backbone") -> None:
+    """Config validation: raises ``ValueError`` naming the config ``key`` and the known backbones."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown {key} '{name}'; known: {', '.join(list_backbones())}")
+
+
 def build_architecture(name: str, in_chans: int = 3, img_size: int = 224) -> Backbone:
     """Builds a randomly initialised backbone (no weight loading)."""
     if name not in _BUILDERS:
