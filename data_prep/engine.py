@@ -208,16 +208,10 @@ def run_tasks(
         if manifest.get("fingerprint") == fp:
             failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").is_file() else []
             return RunResult(
-                out,
-                manifest,
-                failures,
-                manifest.get("input_files", len(tasks)),
-                0,
-                manifest["counts"]["total"],
-                0.0,
-                True,
-                manifest.get("failed_files"),  # the fraction the run that wrote the set reported
-            )
+                out, manifest, failures, n_tasks=manifest.get("input_files", len(tasks)), written=0,
+                resumed=manifest["counts"]["total"], seconds=0.0, already_complete=True,
+                failed_files=manifest.get("failed_files"),  # the fraction the run that wrote the set reported
+            )  # fmt: skip
     if manifest_file.is_file():
         manifest_file.unlink()  # the set is incomplete again until this run writes a new manifest
     writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
@@ -249,8 +243,9 @@ def run_tasks(
     write_manifest(out, manifest)
     written = sum(writer.written.values())
     return RunResult(
-        out, manifest, failures, n_inputs, written, writer.resumed, time.perf_counter() - start, False, failed_files
-    )
+        out, manifest, failures, n_tasks=n_inputs, written=written, resumed=writer.resumed,
+        seconds=time.perf_counter() - start, failed_files=failed_files,
+    )  # fmt: skip
 
 
 def official_splits(tasks: list[Task], fractions: list[float]) -> dict[str, str]:
