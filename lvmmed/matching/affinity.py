@@ -47,7 +47,7 @@ def unit_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
 
 def node_affinity(hs: Tensor, ht: Tensor) -> Tensor:
     """Cosine affinity (N, N) between two sets of node features (normalised here)."""
-    return F.normalize(hs, dim=1) @ F.normalize(ht, dim=1).T
+    return unit_rows(hs) @ unit_rows(ht).T
 
 
 def pool_local(feats: Tensor, grid: int) -> Tensor:
