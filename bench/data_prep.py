@@ -6,7 +6,8 @@ at least 3 files so the pool has work for both processes). Each variant
 converts that folder with the real ``nifti`` converter (``read_nifti`` → MR percentile scaling → slices along
 3 axes, empty ones skipped → resize → float16 ``.npy`` + ``meta.json`` → atomic tar shards + manifest):
 
-* ``pool``: ``workers=2`` (``multiprocessing`` pool, ordered results, one writer process);
+* ``pool``: ``workers=2`` (``multiprocessing`` pool; each worker writes its own samples into the shards at the
+  place the main process gives them and hashes full shards; the main process fsyncs, renames, journals);
 * ``single``: ``workers=1`` (in-process);
 * ``raw``: the bound, single process: ``nibabel`` load + the same slices the converter wrote (the empty ones it
   skipped are skipped here too; the list comes from the ``single`` run's ``meta.json``), raw (original dtype,
@@ -14,7 +15,8 @@ converts that folder with the real ``nifti`` converter (``read_nifti`` → MR pe
 
 Targets: ``pool / single >= 1.8`` and ``pool / raw >= 0.5`` (slices per second). The JSON records machine info,
 the load average before/after (the machine may be shared), the CPU seconds of the main process and of the
-workers, and the top cProfile entries of a single-process conversion of one volume (where the time goes).
+workers (also per slice), the CPU per slice of each stage of the converter and of the raw bound on one volume
+(``stages``), and the top cProfile entries of a single-process conversion of one volume (where the time goes).
 
 Usage: ``python bench/data_prep.py [--quick] [--size 224] [--out bench/results/data_prep.json]``.
 """
@@ -82,6 +84,8 @@ def _convert(src: Path, out: Path, workers: int, size: int) -> dict:
     return {"seconds": round(seconds, 3), "slices": n, "slices_per_s": round(n / seconds, 1),
             "cpu_seconds": round(cpu, 3), "cpu_main_process": round(main1 - main0, 3),
             "cpu_workers": round(kids1 - kids0, 3), "cores_used": round(cpu / seconds, 2),
+            "cpu_ms_per_slice": round(1000 * cpu / n, 4), "cpu_main_ms_per_slice": round(1000 * (main1 - main0) / n, 4),
+            "cpu_workers_ms_per_slice": round(1000 * (kids1 - kids0) / n, 4),
             "tasks": result.n_tasks, "bytes": sum(s["bytes"] for s in result.manifest["shards"]),
             "failures": len(result.failures)}  # fmt: skip
 
@@ -133,6 +137,63 @@ def _raw(src: Path, out: Path, kept: dict[int, list[tuple[int, int]]]) -> dict:
             "cpu_seconds": round(cpu, 3), "cores_used": round(cpu / seconds, 2), "bytes": size}  # fmt: skip
 
 
+def _stages(src: Path, size: int, repeats: int = 3) -> dict:
+    """CPU ms per written slice of each stage, one process, the first volume: the converter's stages (the library
+    calls ``process_nifti`` makes, shard bytes hashed and written as the writer does) and the raw bound's. Each
+    stage's figure is the least of ``repeats`` passes (a shared machine only adds time)."""
+    from lvmmed.config import to_dict
+
+    file, cfg = sorted(src.glob("*.nii.gz"))[0], to_dict(_config(1, size))
+    passes = [_stage_pass(file, cfg, size) for _ in range(repeats)]
+    out: dict = {"slices": passes[0][2], "repeats": repeats}
+    for k, key in enumerate(("converter", "raw")):
+        best = {stage: round(min(p[k][stage] for p in passes), 4) for stage in passes[0][k]}
+        out[f"{key}_ms_per_slice"], out[f"{key}_total"] = best, round(sum(best.values()), 4)
+    return out
+
+
+def _stage_pass(file: Path, cfg: dict, size: int) -> tuple[dict, dict, int]:
+    import hashlib
+    import tarfile
+
+    from data_prep.encode import apply_channels, make_sample
+    from data_prep.records_to_samples import normalize_record, resize, slices
+    from data_prep.writer import tar_members
+    from lvmmed.data.readers import read_nifti
+
+    spent: dict[str, float] = {}
+
+    def timed(stage: str, fn, *args):
+        start = time.process_time()
+        out = fn(*args)
+        spent[stage] = spent.get(stage, 0.0) + time.process_time() - start
+        return out
+
+    record = timed("read", read_nifti, str(file), None, "MR")
+    normalized, window = timed("normalize", normalize_record, record, cfg, "MR")
+    items = timed("slice", lambda: list(slices(normalized, cfg)))
+    with tempfile.TemporaryFile() as sink:
+        for item in items:
+            image = timed("resize", lambda it=item: resize(apply_channels(it.image2d, cfg["channels"]), size))
+            meta = {"axis": item.axis, "slice_index": item.index, "window": window, "modality": "MR"}
+            sample = timed("encode", make_sample, f"i000000_a{item.axis}_s{item.index:05d}", "train", image, meta)
+            data = timed("tar", tar_members, sample)
+            timed("sha256_and_write", lambda d=data: (hashlib.sha256(d), sink.write(d)))
+    converter = {k: 1000 * v / len(items) for k, v in spent.items()}
+    spent.clear()
+    volume = timed("read", lambda: np.asanyarray(nib.as_closest_canonical(nib.load(str(file))).dataobj))
+    with tempfile.TemporaryFile() as sink, tarfile.open(fileobj=sink, mode="w") as tar:
+        for item in items:
+            plane = timed("slice", lambda it=item: np.ascontiguousarray(volume[(slice(None),) * it.axis + (it.index,)]))
+            buf = io.BytesIO()
+            timed("npy", np.save, buf, plane)
+            info = tarfile.TarInfo(f"k{item.axis}_{item.index}.raw.npy")
+            info.size = buf.tell()
+            buf.seek(0)
+            timed("tar_write", tar.addfile, info, buf)
+    return converter, {k: 1000 * v / len(items) for k, v in spent.items()}, len(items)
+
+
 def _profile(src: Path, out: Path, size: int, top: int = 15) -> list[dict]:
     """cProfile of a single-process conversion of the first volume: the top entries by own time."""
     import cProfile
@@ -179,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         pool = _convert(tmp / "src", tmp / "pool", 2, args.size)
         raw = _raw(tmp / "src", tmp / "raw", _written_slices(tmp / "single"))
         profile = _profile(tmp / "src", tmp / "profile", args.size)
+        stages = _stages(tmp / "src", args.size)
     ratios = {
         "pool_over_single": round(pool["slices_per_s"] / single["slices_per_s"], 3),
         "pool_over_raw": round(pool["slices_per_s"] / raw["slices_per_s"], 3),
@@ -204,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         "raw_writes_the_same_slices": raw["slices"] == pool["slices"] == single["slices"],
         "ratios": ratios,
         "note": "wall-clock ratios need 2 idle cores; on a shared machine compare cores_used and load_average",
+        "stages": stages,
         "profile_single_one_volume": profile,
         "libraries": _libraries(),
     }

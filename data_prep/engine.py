@@ -1,10 +1,12 @@
 """The conversion engine: a process pool over input tasks, ordered atomic writing, failure report, manifest.
 
 A :class:`Task` is one input unit (a DICOM file or series, a NIfTI volume, a 2-D image, a bundled template). Its
-``processor`` names a function ``"module:function"`` that returns encoded samples; it runs in a worker process
-(``multiprocessing.Pool.imap``, ordered, so shards are deterministic and resumable). A failing task is recorded in
-``failures.json`` with its relative path and reason and the run goes on; the caller decides the exit status from
-:attr:`RunResult.failure_fraction`.
+``processor`` names a function ``"module:function"`` that returns encoded samples. With ``workers <= 1`` the tasks
+run here and :class:`~data_prep.writer.ShardSetWriter` streams their samples into the shards; with a pool they run
+in worker processes that also write their samples into the shards (:mod:`data_prep.pool_writer`). Either way the
+samples are placed in task order, so shards are deterministic, byte-identical between the two modes and
+resumable. A failing task is recorded in ``failures.json`` with its relative path and reason and the run goes on;
+the caller decides the exit status from :attr:`RunResult.failure_fraction`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,20 +131,34 @@ def _worker_init() -> None:
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
-def _results(tasks: list[Task], cfg: dict[str, Any], workers: int, start_method: str = "auto") -> Iterator[tuple]:
-    args = [(t, cfg) for t in tasks]
-    if workers <= 1 or len(tasks) <= 1:
-        for a in args:
-            yield _run_one(a)
-        return
+def _pool_context(tasks: list[Task], start_method: str):
     # auto = fork (cheapest start; the workers never run torch ops, whose OpenMP pool is not fork-safe once used),
     # spawn where fork does not exist. forkserver/spawn are available for embedding in torch-heavy processes.
     method = start_method if start_method != "auto" else ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ctx = mp.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(sorted({"data_prep.engine", *(t.processor.split(":")[0] for t in tasks)}))
-    with ctx.Pool(min(workers, len(tasks)), initializer=_worker_init) as pool:
-        yield from pool.imap(_run_one, args, chunksize=1)
+        modules = {"data_prep.pool_writer", *(t.processor.split(":")[0] for t in tasks)}
+        ctx.set_forkserver_preload(sorted(modules))
+    return ctx
+
+
+def _write_tasks(
+    tasks: list[Task], cfg: dict[str, Any], workers: int, writer: ShardSetWriter, on_result: Callable[..., None]
+) -> list[dict[str, Any]]:
+    """Runs every task, writes its samples in task order, calls ``on_result(index, n_samples, failures)`` per task
+    in task order; returns the completed shard records (:meth:`ShardSetWriter.close`)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            index, samples, failures = _run_one((task, cfg))
+            for sample in samples:
+                writer.write(sample)
+            on_result(index, len(samples), failures)
+        return writer.close()
+    from .pool_writer import write_pooled  # imports this module
+
+    n_workers = min(workers, len(tasks))
+    ctx = _pool_context(tasks, cfg.get("start_method", "auto"))
+    return write_pooled(ctx, n_workers, tasks, cfg, writer, on_result, window=2 * n_workers)
 
 
 _NOT_IN_FINGERPRINT = ("workers", "max_failure_fraction", "start_method")  # do not change the shards
@@ -218,20 +234,21 @@ def run_tasks(
     failures: list[dict[str, str]] = []
     failed_files, files_of = 0, {t.index: max(1, len(t.paths)) for t in tasks}
     bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
+
+    def on_result(index: int, n_samples: int, task_failures: list[dict[str, str]]) -> None:
+        nonlocal failed_files
+        failures.extend(task_failures)
+        n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
+        failed_files += files_of.get(index, 1) if n_errors and not n_samples else n_errors
+        bar.update(1)
+
     try:
-        for index, samples, task_failures in _results(tasks, cfg, workers, cfg.get("start_method", "auto")):
-            failures.extend(task_failures)
-            n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
-            failed_files += files_of.get(index, 1) if n_errors and not samples else n_errors
-            for sample in samples:
-                writer.write(sample)
-            bar.update(1)
+        shards = _write_tasks(tasks, cfg, workers, writer, on_result)
     except BaseException:  # interrupted / crashed: keep completed shards for resume, never finish partial ones
         writer.abort()
         raise
     finally:
         bar.close()
-    shards = writer.close()
     write_failures(out, failures)
     n_errors = sum(1 for f in failures if f["kind"] in ERROR_KINDS)
     n_inputs = sum(files_of.values())

@@ -1,15 +1,19 @@
 """Atomic, resumable tar shard writing (the WebDataset format: one tar member per sample field).
 
-Every shard is written as ``<split>-NNNNNN.tar.tmp``, hashed (sha256) while it is written, fsynced and renamed
-to ``.tar``; only then is it recorded in ``progress.json`` (written atomically). A partial shard therefore never
-looks complete, and ``manifest.json`` is written last by the caller.
+Every shard is written as ``<split>-NNNNNN.tar.tmp``, hashed (sha256: while it is written in one process, by
+reading it back with a process pool), fsynced and renamed to ``.tar``; only then is it recorded in
+``progress.json`` (written atomically). A partial shard therefore never looks complete, and ``manifest.json`` is
+written last by the caller.
 
-The tar members of a sample are encoded by :func:`tar_members` (the workers call it, so the main process only
-appends bytes and updates the hash). They are byte-identical to what ``webdataset.TarWriter`` writes (streamed
-``tarfile`` PAX headers, fixed mtime/owner/mode, members in sorted field order) and shards rotate as
-``webdataset.ShardWriter`` rotates them (``maxcount`` samples or ``maxsize`` payload bytes).
+The tar members of a sample are encoded by :func:`~data_prep.tar_format.sample_tar` (in the workers). They are
+byte-identical to what ``webdataset.TarWriter`` writes (streamed ``tarfile`` PAX headers, fixed mtime/owner/mode,
+members in sorted field order) and shards rotate as ``webdataset.ShardWriter`` rotates them (``maxcount`` samples
+or ``maxsize`` payload bytes). In one process a shard is written as its samples arrive (:meth:`ShardSetWriter.write`);
+with a process pool the main process only places each sample (:meth:`ShardSetWriter.place`: shard and byte offset),
+the worker that made it writes it there, and a worker hashes each full shard (:mod:`data_prep.shard_parts`): the
+same bytes either way.
 
-Resume: samples arrive in a deterministic order (sorted inputs, ordered pool results, fixed tar mtime), so the
+Resume: samples arrive in a deterministic order (sorted inputs, ordered task results, fixed tar mtime), so the
 n-th sample of a split always lands in the same shard. A re-run with the same config fingerprint keeps the
 shards listed in ``progress.json`` and drops the samples they already hold instead of rewriting them.
 """
@@ -20,18 +24,21 @@ import hashlib
 import json
 import os
 import re
-import tarfile
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lvmmed.data.shards import SPLITS
 
+from .shard_parts import fsync_file
+from .tar_format import TAR_MODE, TAR_MTIME, TAR_OWNER, end_of_archive, sample_tar
+
+__all__ = ["TAR_MODE", "TAR_MTIME", "TAR_OWNER", "EncodedSample", "ResumeError", "ShardSetWriter", "tar_members"]
+
 JOURNAL_NAME = "progress.json"
 SHARD_RE = re.compile(r"^(train|val|test)-(\d{6})\.tar(\.tmp)?$")
-TAR_MTIME = 946684800.0  # fixed member mtime (2000-01-01) so identical inputs give identical shard bytes
-TAR_MODE = 0o444  # as webdataset.TarWriter
-TAR_OWNER = "lvmmed"
 
 
 class ResumeError(RuntimeError):
@@ -43,7 +50,7 @@ class EncodedSample:
     """One sample ready for the tar: members are ``image.npy``/``mask.npy``/``meta.json`` bytes.
 
     :meth:`pack` (run in the worker) replaces the members by their encoded tar bytes (``tar``) and payload
-    size (``nbytes``), so the main process receives each byte once and only appends it.
+    size (``nbytes``), so the tar bytes are built once, where the sample was made.
     """
 
     key: str
@@ -62,20 +69,11 @@ class EncodedSample:
 
 def tar_members(sample: EncodedSample) -> bytes:
     """The tar headers + padded data of a sample's members (what a streamed ``tarfile`` writes for them)."""
-    out = bytearray()
-    for field_name in sorted(sample.members):
-        data = sample.members[field_name]
-        info = tarfile.TarInfo(f"{sample.key}.{field_name}")
-        info.size, info.mtime, info.mode = len(data), TAR_MTIME, TAR_MODE
-        info.uname = info.gname = TAR_OWNER
-        out += info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-        out += data
-        out += tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)
-    return bytes(out)
+    return sample_tar(sample.key, sample.members)
 
 
 class _Shard:
-    """One open ``.tar.tmp`` shard: appends encoded members, hashes them as they are written."""
+    """One open ``.tar.tmp`` shard written in this process: appends encoded members, hashes them as written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -95,8 +93,7 @@ class _Shard:
 
     def finish(self) -> tuple[str, int]:
         """Writes the end-of-archive blocks and record padding, fsyncs; returns ``(sha256, bytes)``."""
-        tail = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
-        tail += tarfile.NUL * (-(self.offset + len(tail)) % tarfile.RECORDSIZE)
+        tail = end_of_archive(self.offset)
         self.fh.write(tail)
         self.sha.update(tail)
         self.offset += len(tail)
@@ -104,6 +101,32 @@ class _Shard:
         os.fsync(self.fh.fileno())
         self.fh.close()
         return self.sha.hexdigest(), self.offset
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class _PlannedShard:
+    """One open shard written by the workers: the main process tracks its size and who still has to write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.size = 0  # payload bytes
+        self.offset = 0  # tar bytes placed so far
+        self.waiting: set[int] = set()  # tasks (positions) whose samples here are not written yet
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Closing:
+    """A full shard: hashed by a worker once its samples are written, then finished (fsync, rename, journal)."""
+
+    split: str
+    shard: _PlannedShard
+    handle: Any = None  # AsyncResult of finish_shard, once submitted
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -151,6 +174,10 @@ class ShardSetWriter:
         maxsize: Soft byte limit per shard.
         overwrite: Discard an existing journal and shards instead of resuming.
 
+    Attributes:
+        hasher: ``hasher(tmp_path, end) -> AsyncResult`` of :func:`~data_prep.shard_parts.finish_shard`, set by
+            the engine when workers write the samples (:meth:`place`).
+
     Raises:
         ResumeError: ``root`` holds a run with another fingerprint and ``overwrite`` is False.
     """
@@ -181,40 +208,110 @@ class ShardSetWriter:
         self.seen = dict.fromkeys(SPLITS, 0)
         self.written = dict.fromkeys(SPLITS, 0)
         self.resumed = sum(self.skip.values())
-        self._shards: dict[str, _Shard] = {}
-        self._hash: dict[str, tuple[str, int]] = {}
+        self.hasher: Callable[[str, int], Any] | None = None
+        self._opened = {s: sum(1 for d in self.done if d["split"] == s) for s in SPLITS}
+        self._shards: dict[str, _Shard | _PlannedShard] = {}
+        self._hash: dict[str, tuple[str, int, int]] = {}
+        self._closing: deque[_Closing] = deque()
+        self._waited_on: dict[int, list[_PlannedShard]] = {}  # task position -> shards it still has to write
         self._save_journal()
 
-    def write(self, sample: EncodedSample) -> bool:
-        """Writes one sample; returns False when a completed shard already holds it (resume)."""
-        split = sample.split
+    def _open_shard(self, split: str, planned: bool) -> _Shard | _PlannedShard | None:
+        """The shard the next sample of ``split`` goes to (rotating a full one), or None when resume skips it."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}")
         self.seen[split] += 1
         if self.seen[split] <= self.skip[split]:
-            return False
+            return None
         shard = self._shards.get(split)
         if shard is not None and (shard.count >= self.maxcount or shard.size >= self.maxsize):
             self._close(split)
             shard = None
         if shard is None:
-            index = sum(1 for d in self.done if d["split"] == split)
-            shard = self._shards[split] = _Shard(self.root / f"{split}-{index:06d}.tar.tmp")
-        shard.write(sample)
+            path = self.root / f"{split}-{self._opened[split]:06d}.tar.tmp"
+            self._opened[split] += 1
+            shard = self._shards[split] = _PlannedShard(path) if planned else _Shard(path)
         self.written[split] += 1
+        return shard
+
+    def write(self, sample: EncodedSample) -> bool:
+        """Writes one sample; returns False when a completed shard already holds it (resume)."""
+        shard = self._open_shard(sample.split, planned=False)
+        if shard is None:
+            return False
+        shard.write(sample)
         return True
 
+    def place(self, split: str, position: int, length: int, nbytes: int) -> tuple[str, int] | None:
+        """Places a sample a worker holds (``length`` tar bytes, ``nbytes`` payload) of task ``position``.
+
+        Returns:
+            ``(shard .tar.tmp path, byte offset)`` where the worker must write it, or None (resume: kept shard).
+        """
+        shard = self._open_shard(split, planned=True)
+        if shard is None:
+            return None
+        offset = shard.offset
+        shard.offset += length
+        shard.count += 1
+        shard.size += nbytes
+        if position not in shard.waiting:
+            shard.waiting.add(position)
+            self._waited_on.setdefault(position, []).append(shard)
+        return str(shard.path), offset
+
+    def mark_written(self, position: int) -> None:
+        """The worker has written every sample of task ``position``: full shards complete by it get hashed."""
+        for shard in self._waited_on.pop(position, []):
+            shard.waiting.discard(position)
+        for closing in self._closing:
+            if closing.handle is None and not closing.shard.waiting:
+                self._submit(closing)
+
+    def _submit(self, closing: _Closing) -> None:
+        if self.hasher is None:
+            raise RuntimeError("ShardSetWriter.place needs a hasher (set by the engine)")
+        closing.handle = self.hasher(str(closing.shard.path), closing.shard.offset)
+
+    @property
+    def hashing(self) -> int:
+        """Full shards not finished yet (waiting for their samples or their hash)."""
+        return len(self._closing)
+
+    def close_open(self) -> None:
+        """Closes every open shard (after the last sample is placed), in the order :meth:`close` closes them."""
+        for split in list(self._shards):
+            self._close(split)
+
     def _close(self, split: str) -> None:
-        shard = self._shards[split]
-        self._hash[str(shard.path)] = shard.finish()
-        self._finish(split, str(shard.path))
-        del self._shards[split]
+        shard = self._shards.pop(split)
+        if isinstance(shard, _Shard):
+            self._hash[str(shard.path)] = (*shard.finish(), shard.count)
+            self._finish(split, str(shard.path))
+            return
+        closing = _Closing(split, shard)
+        self._closing.append(closing)
+        if not shard.waiting:
+            self._submit(closing)
+
+    def collect(self, block: bool = False) -> None:
+        """Finishes the shards the workers have hashed, in closing order (all of them when ``block``: every sample
+        must be written by then)."""
+        while self._closing and self._closing[0].handle is not None and (block or self._closing[0].handle.ready()):
+            closing = self._closing[0]
+            sha, size = closing.handle.get()  # re-raises a worker's error (e.g. a full disk)
+            path = str(closing.shard.path)
+            fsync_file(path)
+            self._hash[path] = (sha, size, closing.shard.count)
+            self._finish(closing.split, path)
+            self._closing.popleft()
+        if block and self._closing:
+            raise RuntimeError(f"{len(self._closing)} shards still wait for their samples to be written")
 
     def _finish(self, split: str, fname: str) -> None:
         """Renames a finished ``.tar.tmp`` (hashed while written, fsynced) to ``.tar``, then journals it."""
         tmp = Path(fname)
-        sha, size = self._hash.pop(fname)
-        count = self._shards[split].count if split in self._shards else 0
+        sha, size, count = self._hash.pop(fname)
         final = tmp.with_name(tmp.name[: -len(".tmp")])
         record = {"name": final.name, "split": split, "count": int(count), "bytes": size, "sha256": sha}
         os.replace(tmp, final)
@@ -229,12 +326,14 @@ class ShardSetWriter:
     def abort(self) -> None:
         """Closes open shard files without completing them (after an error): they stay ``.tar.tmp``."""
         for shard in self._shards.values():
-            shard.fh.close()
+            shard.close()
         self._shards.clear()
+        self._closing.clear()
 
     def close(self) -> list[dict[str, Any]]:
         """Finishes the open shards; returns every completed shard record in split, then index order."""
         for split in list(self._shards):
             self._close(split)
+        self.collect(block=True)
         order = {s: i for i, s in enumerate(SPLITS)}
         return sorted(self.done, key=lambda d: (order[d["split"]], d["name"]))

