@@ -10,6 +10,12 @@ process-CPU times are both recorded.
 
 Also measured in the same run:
 
+* ``factorized_scipy_assignment``: the default loss with ``solver_assignment=scipy`` (the earlier default
+  assignment solver; same matchings and gradients), and ``factorized_ipfp_cap1``: the default loss with the forward
+  IPFP capped at one step (``solver_max_iter=1``; *different* matchings), both timed in turn with the default at
+  N = 256 and 1024; ``ipfp_cap`` (``bench/_gm_solver.py``): what the cap costs in QAP objective;
+* ``single_thread``: the same interleaved timing at N = 256 and 1024 with one torch thread (process-CPU ratios
+  that a loaded machine distorts least);
 * ``stages``: where one factorised fwd+bwd spends its time at N = 256 and 1024 (k-NN graphs, message passing,
   affinities, forward solve, the backward re-solve, and the rest of autograd), as process-CPU milliseconds;
 * ``backward_warm_start``: the black-box backward re-solve warm-started from X̂ vs solved from scratch, at several
@@ -19,8 +25,9 @@ Also measured in the same run:
   written to docs/graph_matching.md (block ``gm-global-vs-rank``) by ``bench/docs.py``.
 
 Targets: N=256 fwd+bwd ≤ 100 ms; ≥ 30× faster than dense at N=64 with an equal or better objective;
-N=1024 under 2 GB peak; factorised GM fwd+bwd ≤ 2.5× NT-Xent at N = 256 and 1024 (wall-time medians, one run).
-The machine is shared, so its load average is recorded with the numbers.
+N=1024 under 2 GB peak; factorised GM fwd+bwd ≤ 2.5× NT-Xent at N = 256 and 1024 (wall-time medians, one run;
+the process-CPU ratios are recorded next to them). The machine is shared, so its load average is recorded with
+the numbers.
 """
 
 from __future__ import annotations
@@ -38,15 +45,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _gm_solver as gms
 from bench._common import BenchRun
+from bench._gm_solver import DIM, HARD_NOISE, NOISE, K
 from lvmmed.losses import GraphMatchingLoss, NTXentLoss
-from lvmmed.matching import QAP, SolverSpec, knn_graph, solve
-from lvmmed.matching.affinity import edge_factors, node_affinity
+from lvmmed.matching import QAP, knn_graph, solve
+from lvmmed.matching.affinity import edge_factors
 from lvmmed.matching.solvers import hungarian
 
-DIM, K = 128, 8
-NOISE = 1.5  # view noise for timing
-HARD_NOISE = 2.5  # view noise for the objective comparison: most nodes are ambiguous, solvers disagree
+_views = gms.views
 RESULTS = Path(__file__).parent / "results" / "gm_loss.json"
 
 
@@ -80,13 +87,6 @@ class PeakRss:
         return self.peak - self.start
 
 
-def _views(n: int, seed: int, noise: float = NOISE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two noisy views of N random embeddings; at NOISE = 1.5 nearest-neighbour matching is ~75% right at N=256."""
-    gen = torch.Generator().manual_seed(seed)
-    base = torch.randn(n, DIM, generator=gen)
-    return base + noise * torch.randn(n, DIM, generator=gen), base + noise * torch.randn(n, DIM, generator=gen)
-
-
 def _time_loss(loss_fn: torch.nn.Module, n: int, repeats: int) -> dict:
     times, peaks, info = [], [], {}
     for r in range(repeats):
@@ -107,63 +107,6 @@ def _time_loss(loss_fn: torch.nn.Module, n: int, repeats: int) -> dict:
         "match_acc": info.get("match_acc"),
         "solver_iters": info.get("solver_iters"),
     }
-
-
-def _qap(n: int, seed: int, noise: float = NOISE) -> QAP:
-    """The loss's own QAP for two noisy views (message passing off, margin off)."""
-    z0, z1 = _views(n, seed, noise)
-    hs, ht = torch.nn.functional.normalize(z0, dim=1), torch.nn.functional.normalize(z1, dim=1)
-    gs, gt = knn_graph(hs, K), knn_graph(ht, K)
-    f1, f2 = edge_factors(hs, ht, gs, gt)
-    return QAP(node_affinity(hs, ht), f1, f2, gs.neighbors, gt.neighbors)
-
-
-def _solver_breakdown(n: int, repeats: int = 3) -> dict:
-    """Where one factorised solve spends its time: Hungarian vs the sparse linearisation (the "matvec")."""
-
-    def ms(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1000 * statistics.median(times)
-
-    qap = _qap(n, 7)
-    perm = hungarian(qap.cv)
-    result = solve(qap, SolverSpec("factorized", "ipfp"))
-    return {
-        "hungarian_ms": ms(lambda: hungarian(qap.cv)),
-        "linearize_ms": ms(lambda: qap.linearize(perm)),
-        "objective_ms": ms(lambda: qap.objective(perm)),
-        "solve_ipfp_ms": ms(lambda: solve(qap, SolverSpec("factorized", "ipfp"))),
-        "ipfp_hungarian_calls": result.iterations,
-    }
-
-
-def _objective_comparison(n: int, instances: int) -> dict:
-    """Objectives of every solver on the loss's own QAPs (message passing off, margin off)."""
-    rows = []
-    for seed in range(instances):
-        qap = _qap(n, 1000 + seed, HARD_NOISE)
-        row = {}
-        for name, spec in {
-            "factorized_ipfp": SolverSpec("factorized", "ipfp"),
-            "factorized_rrwm": SolverSpec("factorized", "rrwm"),
-            "pygmtools_rrwm": SolverSpec("pygmtools", "rrwm"),
-            "hungarian_first_order": SolverSpec("hungarian"),
-        }.items():
-            start = time.perf_counter()
-            row[name] = solve(qap, spec).objective
-            row[name + "_ms"] = 1000 * (time.perf_counter() - start)
-        rows.append(row)
-    ref = [r["pygmtools_rrwm"] for r in rows]
-    summary = {"instances": rows}
-    for name in ("factorized_ipfp", "factorized_rrwm", "hungarian_first_order"):
-        summary[f"{name}_ge_pygmtools_fraction"] = sum(r[name] >= p - 1e-4 * abs(p) for r, p in zip(rows, ref)) / len(
-            rows
-        )
-    return summary
 
 
 def _fwd_bwd(loss_fn: torch.nn.Module, n: int, seed: int, noise: float = NOISE) -> tuple[float, float, dict]:
@@ -194,6 +137,26 @@ def _interleaved(losses: dict[str, torch.nn.Module], n: int, repeats: int) -> di
     }
 
 
+def _single_thread(sizes: list[int], variants: dict[str, dict], repeats: int) -> dict:
+    """The same interleaved timing with one torch thread: process-CPU time is then the work itself, without the
+    spin-waiting of idle worker threads that inflates it (and the wall time) on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for n in sizes:
+            losses = {
+                "factorized": GraphMatchingLoss(DIM, k=K),
+                "ntxent": NTXentLoss(),
+                "hungarian_first_order": GraphMatchingLoss(DIM, k=K, solver="hungarian"),
+                **{name: GraphMatchingLoss(DIM, k=K, **kw) for name, kw in variants.items()},
+            }
+            out[n] = _interleaved(losses, n, repeats if n < 1024 else max(3, repeats // 2))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
 def _stages(n: int, repeats: int = 3) -> dict:
     """Process-CPU ms of each stage of one factorised fwd+bwd (the loss's own steps, re-run one by one)."""
     import torch.nn.functional as F
@@ -216,8 +179,10 @@ def _stages(n: int, repeats: int = 3) -> dict:
     hs, ht = loss.message_passing(zs, gs), loss.message_passing(zt, gt)
     cv = F.normalize(hs, dim=1) @ F.normalize(ht, dim=1).T
     f1, f2 = edge_factors(F.normalize(hs, dim=1), F.normalize(ht, dim=1), gs, gt)
-    qap = QAP(cv, f1, f2, gs.neighbors, gt.neighbors)
     stats: dict[str, float] = {}
+
+    def fresh() -> QAP:  # a new instance per timed call, as the loss builds one: nothing cached from earlier calls
+        return QAP(cv, f1, f2, gs.neighbors, gt.neighbors)
 
     def backward_only() -> None:
         x = BlackBoxMatching.apply(cv, f1, f2, gs.neighbors, gt.neighbors, loss.spec, 0.5, True, stats)
@@ -225,17 +190,17 @@ def _stages(n: int, repeats: int = 3) -> dict:
         ((x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)).backward(retain_graph=True)
 
     total = cpu_ms(lambda: _fwd_bwd(loss, n, 3))
-    solve_ms = cpu_ms(lambda: solve(qap, loss.spec))
+    solve_ms = cpu_ms(lambda: solve(fresh(), loss.spec))
     out = {
         "total": total,
         "knn_graphs": cpu_ms(lambda: (knn_graph(zs, K), knn_graph(zt, K))),
         "message_passing_fwd": cpu_ms(lambda: (loss.message_passing(zs, gs), loss.message_passing(zt, gt))),
         "affinities_fwd": cpu_ms(lambda: edge_factors(F.normalize(hs, dim=1), F.normalize(ht, dim=1), gs, gt)),
         "forward_solve": solve_ms,
-        "forward_solve_hungarian_calls": float(solve(qap, loss.spec).iterations),
+        "forward_solve_hungarian_calls": float(solve(fresh(), loss.spec).iterations),
         "blackbox_fwd_and_bwd": cpu_ms(backward_only),
-        "one_hungarian": cpu_ms(lambda: hungarian(qap.cv)),
-        "one_linearize": cpu_ms(lambda: qap.linearize(hungarian(qap.cv))),
+        "one_hungarian": cpu_ms(lambda: hungarian(cv.detach())),
+        "one_linearize": cpu_ms(lambda: fresh().linearize(hungarian(cv.detach()))),
     }
     out["backward_resolve"] = max(0.0, out["blackbox_fwd_and_bwd"] - solve_ms)
     out["rest_of_autograd_and_loss"] = max(
@@ -243,39 +208,6 @@ def _stages(n: int, repeats: int = 3) -> dict:
         total - out["knn_graphs"] - out["message_passing_fwd"] - out["affinities_fwd"] - out["blackbox_fwd_and_bwd"],
     )
     return out
-
-
-def _warm_start(n: int, noises: list[float], seeds: int = 3) -> list[dict]:
-    """Backward re-solve warm-started from X̂ vs from scratch: assignment calls and backward CPU ms."""
-    from lvmmed.matching.blackbox import BlackBoxMatching
-
-    rows = []
-    for noise in noises:
-        row: dict = {"noise": noise}
-        for warm in (True, False):
-            calls, times, acc = [], [], []
-            for seed in range(seeds):
-                z0, z1 = _views(n, 100 + seed, noise)
-                hs = torch.nn.functional.normalize(z0, dim=1).requires_grad_()
-                ht = torch.nn.functional.normalize(z1, dim=1).requires_grad_()
-                gs, gt = knn_graph(hs, K), knn_graph(ht, K)
-                f1, f2 = edge_factors(hs, ht, gs, gt)
-                stats: dict[str, float] = {}
-                spec = SolverSpec(warm_start=warm)
-                x = BlackBoxMatching.apply(hs @ ht.T, f1, f2, gs.neighbors, gt.neighbors, spec, 0.5, True, stats)
-                eye = torch.eye(n)
-                loss = (x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)
-                start = time.process_time()
-                loss.backward()
-                times.append(1000 * (time.process_time() - start))
-                calls.append(stats["backward_solver_iters"])
-                acc.append(float(torch.diagonal(x.detach()).mean()))
-            key = "warm" if warm else "cold"
-            row[f"{key}_assignment_calls"] = statistics.mean(calls)
-            row[f"{key}_backward_cpu_ms"] = statistics.median(times)
-            row["match_acc"] = statistics.mean(acc)
-        rows.append(row)
-    return rows
 
 
 def _global_vs_rank(sizes: list[int], world: int) -> dict:
@@ -318,26 +250,33 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = [32, 64, 256] if args.quick else [32, 64, 128, 256, 512, 1024]
     dense_sizes = [32] if args.quick else [32, 64]
     repeats = 3 if args.quick else 5
+    target_sizes = [n for n in (256, 1024) if n in sizes]
     run = BenchRun("gm_loss", quick=args.quick)
     results: dict = {"factorized": {}, "pygmtools_dense": {}, "hungarian_first_order": {}, "ntxent": {}}
+    variants = {  # timed in turn with the default at the target sizes
+        "factorized_scipy_assignment": {"solver_assignment": "scipy"},
+        "factorized_ipfp_cap1": {"solver_max_iter": 1},
+    }
+    results.update({name: {} for name in variants})
     breakdown: dict = {}
     torch.manual_seed(0)
     for n in sizes:
         reps = repeats if n < 512 else 3
-        timed = _interleaved(
-            {
-                "factorized": GraphMatchingLoss(DIM, k=K),
-                "ntxent": NTXentLoss(),
-                "hungarian_first_order": GraphMatchingLoss(DIM, k=K, solver="hungarian"),
-            },
-            n,
-            reps,
-        )
+        losses = {
+            "factorized": GraphMatchingLoss(DIM, k=K),
+            "ntxent": NTXentLoss(),
+            "hungarian_first_order": GraphMatchingLoss(DIM, k=K, solver="hungarian"),
+        }
+        if n in target_sizes:
+            reps = reps if args.quick else {256: 15, 1024: 7}[n]
+            losses.update({name: GraphMatchingLoss(DIM, k=K, **kw) for name, kw in variants.items()})
+        timed = _interleaved(losses, n, reps)
         results["factorized"][n] = {**_time_loss(GraphMatchingLoss(DIM, k=K), n, 1), **timed["factorized"]}
         results["factorized"][n]["repeats"] = reps
-        results["ntxent"][n] = timed["ntxent"]
-        results["hungarian_first_order"][n] = timed["hungarian_first_order"]
-        breakdown[n] = _solver_breakdown(n)
+        for name in losses:
+            if name != "factorized":
+                results[name][n] = timed[name]
+        breakdown[n] = gms.solver_breakdown(n)
         if n in dense_sizes:
             results["pygmtools_dense"][n] = _time_loss(
                 GraphMatchingLoss(DIM, k=K, solver="pygmtools"), n, 1 if n >= 64 else repeats
@@ -345,18 +284,26 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             gb = (n * n) ** 2 * 4 / 2**30
             results["pygmtools_dense"][n] = {"skipped": f"dense K would take {gb:.1f} GB and minutes per solve"}
-        print(n, {k: v[n].get("median_ms") for k, v in results.items()}, flush=True)
+        print(n, {k: v[n].get("median_ms") for k, v in results.items() if n in v}, flush=True)
     compare_n = 32 if args.quick else 64
-    objectives = _objective_comparison(compare_n, 3 if args.quick else 5)
+    objectives = gms.objective_comparison(compare_n, 3 if args.quick else 5)
     fact, dense, ntx = results["factorized"], results["pygmtools_dense"], results["ntxent"]
     ratios = {f"dense_over_factorized_time_N{n}": dense[n]["median_ms"] / fact[n]["median_ms"] for n in dense_sizes}
     for n in sizes:
         ratios[f"factorized_over_ntxent_time_N{n}"] = fact[n]["median_ms"] / ntx[n]["median_ms"]
         ratios[f"factorized_over_ntxent_cpu_N{n}"] = fact[n]["cpu_median_ms"] / ntx[n]["cpu_median_ms"]
+    for n in target_sizes:
+        for name in variants:
+            ratios[f"{name}_over_ntxent_time_N{n}"] = results[name][n]["median_ms"] / ntx[n]["median_ms"]
+            ratios[f"{name}_over_ntxent_cpu_N{n}"] = results[name][n]["cpu_median_ms"] / ntx[n]["cpu_median_ms"]
+    single_thread = _single_thread(target_sizes, variants, 3 if args.quick else 9)
+    for n, timed in single_thread.items():
+        ntx_cpu = timed["ntxent"]["cpu_median_ms"]
+        for name in ("factorized", "hungarian_first_order", *variants):
+            ratios[f"{name}_over_ntxent_cpu_1thread_N{n}"] = timed[name]["cpu_median_ms"] / ntx_cpu
     run.target("N256_fwd_bwd_ms", fact[256]["median_ms"], "<=", 100.0)
-    for n in (256, 1024):
-        if n in sizes:
-            run.target(f"factorized_over_ntxent_N{n}", ratios[f"factorized_over_ntxent_time_N{n}"], "<=", 2.5)
+    for n in target_sizes:
+        run.target(f"factorized_over_ntxent_N{n}", ratios[f"factorized_over_ntxent_time_N{n}"], "<=", 2.5)
     if 64 in dense_sizes:
         run.target("speedup_vs_dense_N64", ratios["dense_over_factorized_time_N64"], ">=", 30.0)
         frac = objectives["factorized_ipfp_ge_pygmtools_fraction"]
@@ -365,7 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
         run.target("N1024_peak_mb", fact[1024]["peak_rss_increase_mb"], "<", 2048.0)
     stage_sizes = [256] if args.quick else [256, 1024]
     stages = {n: _stages(n) for n in stage_sizes}
-    warm = {n: _warm_start(n, [0.5, 1.5, 2.5]) for n in stage_sizes}
+    warm = {n: gms.warm_start(n, [0.5, 1.5, 2.5]) for n in stage_sizes}
+    cap = gms.ipfp_cap(stage_sizes, [1, 2, 3], seeds=2 if args.quick else 5)
     global_sizes = [256, 512] if args.quick else [256, 512, 1024, 2048, 4096]
     global_vs_rank = _global_vs_rank(global_sizes, args.world)
     payload = {
@@ -378,11 +326,13 @@ def main(argv: list[str] | None = None) -> dict:
             "world": args.world,
         },
         "results": results,
+        "single_thread": single_thread,
         "solver_breakdown": breakdown,
         "objective_comparison": {f"N{compare_n}": objectives},
         "ratios": ratios,
         "stages": stages,
         "backward_warm_start": warm,
+        "ipfp_cap": cap,
         "global_vs_rank": global_vs_rank,
     }
     result = run.finish(payload, args.out)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 LOSS_NAMES = ("graph_matching", "ntxent", "vicreg", "byol")
 GM_SOLVERS = ("factorized", "pygmtools", "hungarian")
 GM_METHODS = ("auto", "ipfp", "rrwm", "sm")
+GM_ASSIGNMENT = ("lapjv", "scipy")
 GM_AUX = ("none", "infonce")
 GM_NODE_NORMS = ("none", "batch")
 NONFINITE_POLICIES = ("nan", "raise")
@@ -33,6 +34,11 @@ class GraphMatchingConfig:
         solver_backward_iter: IPFP steps of the warm-started black-box re-solve (``matching/blackbox.py``). One
             step (one assignment call) is the default: the perturbation moves Cv by λ towards the ground truth,
             so the first linearise-and-project step from X̂ takes most of the change.
+        solver_assignment: the exact linear-assignment solver inside the ``factorized`` and ``hungarian`` solvers:
+            ``lapjv`` (lapx's Jonker–Volgenant; several times faster, see docs/graph_matching.md) or ``scipy``
+            (``linear_sum_assignment``, the earlier default). Both return the optimal assignment, so the matching
+            and gradients are the same unless the assignment problem has exactly tied optima (e.g. duplicated
+            embeddings), where each breaks the tie its own way (``matching/solvers/hungarian.py``).
         lambda_val: black-box interpolation strength λ (Vlastelica et al. 2020), as the largest per-entry change
             of Cv (cosine units) when ``normalize_perturbation``. Cosines lie in [−1, 1]: at 0.5 the re-solve flips
             only rows whose identity loses by less than about 1 (a local signal); at 5 (the LVM-Med presets) it
@@ -73,6 +79,7 @@ class GraphMatchingConfig:
     solver_method: str = "auto"
     solver_max_iter: int = 50
     solver_backward_iter: int = 1
+    solver_assignment: str = "lapjv"
     lambda_val: float = 0.5
     normalize_perturbation: bool = True
     perturb_samples: int = 1
@@ -99,6 +106,10 @@ class GraphMatchingConfig:
             raise ValueError(f"graph_matching.solver must be one of {GM_SOLVERS}, got '{self.solver}'")
         if self.solver_method not in GM_METHODS:
             raise ValueError(f"graph_matching.solver_method must be one of {GM_METHODS}, got '{self.solver_method}'")
+        if self.solver_assignment not in GM_ASSIGNMENT:
+            raise ValueError(
+                f"graph_matching.solver_assignment must be one of {GM_ASSIGNMENT}, got '{self.solver_assignment}'"
+            )
         if self.solver == "factorized" and self.solver_method == "sm":
             raise ValueError("graph_matching.solver_method 'sm' is only available with solver=pygmtools")
         if self.lambda_val <= 0:

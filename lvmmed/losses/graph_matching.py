@@ -53,7 +53,13 @@ def _solver_spec(cfg: GraphMatchingConfig) -> SolverSpec:
     method = cfg.solver_method
     if method == "auto":
         method = "rrwm" if cfg.solver == "pygmtools" else "ipfp"
-    return SolverSpec(cfg.solver, method, cfg.solver_max_iter, backward_max_iter=cfg.solver_backward_iter)
+    return SolverSpec(
+        cfg.solver,
+        method,
+        cfg.solver_max_iter,
+        backward_max_iter=cfg.solver_backward_iter,
+        assignment=cfg.solver_assignment,
+    )
 
 
 class GraphMatchingLoss(nn.Module):

@@ -31,7 +31,12 @@ Choices the papers leave open:
   truth by λ, and in ``bench/gm_loss.py`` the warm re-solve's second assignment call was the one that found no
   further improvement, so one step gives the same X̂' there for half the calls. ``stats["backward_solver_iters"]``
   counts the calls of the backward pass. BB-GM (Rolínek et al., ECCV 2020) re-solves from scratch; the warm start
-  is our choice, for large N.
+  is our choice, for large N. Its first step linearises the perturbed problem at X̂, where the forward IPFP made its
+  last linearisation; the perturbed problem is built with ``QAP.with_cv``, which shares the forward problem's cache,
+  so that step replays the forward pass's pairwise terms on Cv' (bit-identical to recomputing them, see ``qap.py``).
+  When the re-solve provably returns X̂ (``keeps_forward_solution``: X̂ was a fixed point of the forward IPFP and
+  the perturbation favours X̂ in every row, e.g. X̂ = I for the Hamming loss) it is skipped: same result, no
+  assignment call (``backward_solver_iters`` = 0).
 """
 
 from __future__ import annotations
@@ -59,8 +64,33 @@ def resolve_from(qap: QAP, start: Tensor, spec: SolverSpec) -> Any:
     """The backward re-solve: IPFP warm-started from ``start`` (the forward solution) when ``spec.warm_start`` and
     the solver is the factorised one, else a cold solve with ``spec``. Returns the solver's result."""
     if spec.name == "factorized" and spec.warm_start:
-        return ipfp(qap, start, spec.backward_max_iter)
+        return ipfp(qap, start, spec.backward_max_iter, spec.assignment)
     return solve(qap, spec)
+
+
+def keeps_forward_solution(qap: QAP, perm: Tensor, fixed_point: bool, spec: SolverSpec, perturbed_cv: Tensor) -> bool:
+    """Whether the warm re-solve on ``perturbed_cv`` provably returns the forward solution X̂ (so it can be skipped).
+
+    True when X̂ is a fixed point of the forward IPFP (an optimal assignment of the linearisation L at X̂) and the
+    perturbation δ = Cv' − Cv is largest at X̂'s entry in every row, by a margin above the rounding of L' = L + δ:
+    any other permutation differs from X̂ in at least two rows, so it loses at least twice that margin on L', the
+    re-solve's projection returns X̂ and the step is rejected. For the Hamming loss (δ = λ(2I − 1)) this happens
+    exactly when X̂ is the identity. The skipped re-solve would have given the same X̂' = X̂, hence the same (zero)
+    gradient; it saves one assignment call.
+    """
+    if not (fixed_point and spec.name == "factorized" and spec.warm_start):
+        return False
+    if qap.n < 2:
+        return True  # one permutation only
+    rows = torch.arange(qap.n, device=perm.device)
+    delta = perturbed_cv - qap.cv
+    rivals = delta.clone()
+    rivals[rows, perm] = float("-inf")
+    margin = float((delta[rows, perm] - rivals.max(dim=1).values).min())
+    if not margin > 0:
+        return False
+    rounding = 1e-5 * qap.n * float(qap.with_cv(perturbed_cv).linearize(perm).abs().max())  # a cached replay
+    return margin > rounding
 
 
 def solve_forward(
@@ -82,7 +112,7 @@ def solve_forward(
     matching = solve(qap, spec)
     stats["objective"] = matching.objective
     stats["solver_iters"] = float(matching.iterations)
-    ctx.qap, ctx.perm, ctx.spec = qap, matching.perm, spec
+    ctx.qap, ctx.perm, ctx.spec, ctx.fixed_point = qap, matching.perm, spec, matching.fixed_point
     ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
     ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
     return matching.matrix(dtype=cv.dtype)
@@ -131,9 +161,13 @@ class BlackBoxMatching(torch.autograd.Function):
         changed = 0.0
         if g_max > 0 and torch.isfinite(g).all():
             g_scale = g_max if ctx.normalize else 1.0
-            result = resolve_from(qap.with_cv(qap.cv - ctx.lambda_val * g / g_scale), ctx.perm, ctx.spec)
-            perturbed = result.perm
-            ctx.stats["backward_solver_iters"] = float(result.iterations)
+            perturbed_cv = qap.cv - ctx.lambda_val * g / g_scale
+            if keeps_forward_solution(qap, ctx.perm, ctx.fixed_point, ctx.spec, perturbed_cv):
+                perturbed, iterations = ctx.perm, 0
+            else:
+                result = resolve_from(qap.with_cv(perturbed_cv), ctx.perm, ctx.spec)
+                perturbed, iterations = result.perm, result.iterations
+            ctx.stats["backward_solver_iters"] = float(iterations)
             scale = g_scale / ctx.lambda_val
             n = qap.n
             rows = torch.arange(n, device=grad_cv.device)

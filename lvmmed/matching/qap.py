@@ -19,6 +19,14 @@ special case ``F1 = Ce, F2 = I``. Everything the solvers need is expressed throu
 * ``objective(perm)`` and ``edge_matches(perm)``: f(X) and the active edge pairs ``Ŷe[p,q] = X[i,a]·X[j,b] = 1``.
 
 All computations run in fp32 without autograd (the solver is a black box; see ``blackbox.py``).
+
+**Caches** (pure speed-ups: every cached result is bit-identical to its recomputation). The pairwise part of
+``linearize(perm)`` (the (target, value) lists it adds to Cv) and the edge matches of a permutation depend on the
+graphs, the factors and ``perm`` only, not on Cv. They are kept for the last few permutations and shared with every
+instance made by ``with_cv``, so the black-box backward pass, whose perturbed problem differs only in Cv and whose
+first IPFP step linearises at the forward solution X̂, replays the forward pass's last linearisation (same values
+added in the same order) instead of recomputing it. The index tables that do not depend on ``perm`` are built once
+per instance.
 """
 
 from __future__ import annotations
@@ -30,6 +38,43 @@ from torch import Tensor
 
 _BLOCK_BUDGET = 1 << 22  # entries of padded in-edge blocks evaluated at once by ``linearize``
 _CHUNK_NODES = 64  # nodes per padded Qx chunk of ``linearize`` (sorted by in-degree; measured fastest at N = 256…1024)
+_CACHED_PERMS = 2  # linearisations kept per problem (the forward's last one is what the backward pass replays)
+_CACHE_BUDGET = 4 * _BLOCK_BUDGET  # a linearisation with more (target, value) entries than this is not kept
+
+
+@dataclass
+class _Tables:
+    """Index tables of ``linearize`` that do not depend on the permutation (built once per instance)."""
+
+    dst1_scaled: Tensor  # (N, k1, 1) destination of edge (i, m) of G1, times N
+    in1: Tensor  # (N, D1) in-edges of each G1 node, padded with the zero row N·k1
+    in2: Tensor  # (N, D2) in-edges of each G2 node, padded with N·k2
+    degree1: Tensor  # (N,) in-degrees of G1
+    degree2: Tensor  # (N,) in-degrees of G2
+    in_src1_scaled: Tensor  # (N, D1) source node of each padded in-edge of G1, times N (0 for padding)
+    in_src2: Tensor  # (N, D2) source node of each padded in-edge of G2 (0 for padding)
+    f1_pad: Tensor  # F1 with an appended zero row
+    f2_pad: Tensor  # F2 with an appended zero row
+
+
+@dataclass
+class _Cache:
+    """Results that depend on the graphs, the factors and a permutation, but not on Cv (shared by ``with_cv``)."""
+
+    linearizations: list[tuple[Tensor, list[tuple[Tensor, Tensor]]]] = field(default_factory=list)
+    matches: list[tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=list)  # (perm, p, q, Σ Ce[p, q])
+
+
+def _lookup(entries: list, perm: Tensor) -> tuple | None:
+    for entry in entries:
+        if entry[0].shape == perm.shape and torch.equal(entry[0], perm):
+            return entry
+    return None
+
+
+def _remember(entries: list, entry: tuple, keep: int) -> None:
+    entries.insert(0, entry)
+    del entries[keep:]
 
 
 @dataclass
@@ -50,7 +95,8 @@ class QAP:
     nbr1: Tensor
     nbr2: Tensor
     _dense_ce: Tensor | None = field(default=None, repr=False)
-    _in_edges2: tuple[Tensor, ...] | None = field(default=None, repr=False)
+    _tables: _Tables | None = field(default=None, repr=False)
+    _cache: _Cache = field(default_factory=_Cache, repr=False)
 
     def __post_init__(self) -> None:
         n = self.cv.shape[0]
@@ -87,8 +133,8 @@ class QAP:
         return int(self.nbr2.shape[1])
 
     def with_cv(self, cv: Tensor) -> QAP:
-        """The same edges with another node affinity (used by the black-box backward pass)."""
-        return QAP(cv, self.f1, self.f2, self.nbr1, self.nbr2, self._dense_ce, self._in_edges2)
+        """The same edges with another node affinity (used by the black-box backward pass); shares the caches."""
+        return QAP(cv, self.f1, self.f2, self.nbr1, self.nbr2, self._dense_ce, self._tables, self._cache)
 
     def ce_pairs(self, p: Tensor, q: Tensor) -> Tensor:
         """Ce[p, q] for index vectors p, q (row-wise dot products of the factors)."""
@@ -103,7 +149,7 @@ class QAP:
             cols = (perm[:, None] * self.k2 + torch.arange(self.k2, device=perm.device)).view(self.n, 1, self.k2)
             return self._dense_ce[rows, cols]
         f1 = self.f1.view(self.n, self.k1, -1)
-        f2 = self.f2.view(self.n, self.k2, -1)[perm]
+        f2 = self.f2.view(self.n, self.k2, -1).index_select(0, perm)
         return torch.bmm(f1, f2.transpose(1, 2))
 
     def dense_ce(self) -> Tensor:
@@ -119,21 +165,31 @@ class QAP:
         Returns:
             (p, q) index vectors; ``Ŷe[p, q] = 1`` exactly at these pairs.
         """
+        _, p, q, _ = self._matches(perm)
+        return p, q
+
+    def _matches(self, perm: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(perm, p, q, Σ Ce[p, q]) of ``perm``, from the cache when it was computed before."""
+        hit = _lookup(self._cache.matches, perm)
+        if hit is not None:
+            return hit
         if self.k1 == 0 or self.k2 == 0:
-            empty = torch.zeros(0, dtype=torch.long, device=perm.device)
-            return empty, empty
-        a = perm.repeat_interleave(self.k1)  # π(src1 p)
-        b = perm[self.nbr1.reshape(-1)]  # π(dst1 p)
-        hit = self.nbr2[a] == b[:, None]  # (P, k2)
-        p = hit.any(dim=1).nonzero().squeeze(1)
-        n_idx = hit[p].float().argmax(dim=1)
-        return p, a[p] * self.k2 + n_idx
+            p = q = torch.zeros(0, dtype=torch.long, device=perm.device)
+        else:
+            a = perm.repeat_interleave(self.k1)  # π(src1 p)
+            b = perm.index_select(0, self.nbr1.reshape(-1))  # π(dst1 p)
+            hits = self.nbr2.index_select(0, a) == b[:, None]  # (P, k2)
+            p = hits.any(dim=1).nonzero().squeeze(1)
+            n_idx = hits.index_select(0, p).float().argmax(dim=1)
+            q = a.index_select(0, p) * self.k2 + n_idx
+        entry = (perm.clone(), p, q, self.ce_pairs(p, q).sum())
+        _remember(self._cache.matches, entry, 4)
+        return entry
 
     def objective(self, perm: Tensor) -> float:
         """f(X) for the permutation X[i, perm[i]] = 1."""
         unary = self.cv[torch.arange(self.n, device=perm.device), perm].sum()
-        p, q = self.edge_matches(perm)
-        return float(unary + self.ce_pairs(p, q).sum())
+        return float(unary + self._matches(perm)[3])
 
     @staticmethod
     def _padded_in_edges(nbr: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,56 +206,80 @@ class QAP:
         table[dst_sorted, position] = order
         return table, counts
 
-    def _in_edge_tables(self) -> tuple[Tensor, ...]:
-        """Padded in-edge tables and in-degrees of both graphs, and the factors with an appended zero row (cached)."""
-        if self._in_edges2 is None:
+    def _index_tables(self) -> _Tables:
+        """The permutation-independent tables of ``linearize`` (built on first use, shared by ``with_cv``)."""
+        if self._tables is None:
+            n, k1, k2, device = self.n, self.k1, self.k2, self.cv.device
             in1, degree1 = self._padded_in_edges(self.nbr1)
             in2, degree2 = self._padded_in_edges(self.nbr2)
-            f1_pad = torch.cat([self.f1, self.f1.new_zeros(1, self.f1.shape[1])])
-            f2_pad = torch.cat([self.f2, self.f2.new_zeros(1, self.f2.shape[1])])
-            self._in_edges2 = (in1, in2, degree1, degree2, f1_pad, f2_pad)
-        return self._in_edges2
+            zero = torch.zeros(1, dtype=torch.long, device=device)
+            src1_pad = torch.cat([torch.arange(n, device=device).repeat_interleave(k1), zero])
+            src2_pad = torch.cat([torch.arange(n, device=device).repeat_interleave(k2), zero])
+            self._tables = _Tables(
+                dst1_scaled=self.nbr1.reshape(-1).view(n, k1, 1) * n,
+                in1=in1,
+                in2=in2,
+                degree1=degree1,
+                degree2=degree2,
+                in_src1_scaled=src1_pad[in1] * n,
+                in_src2=src2_pad[in2],
+                f1_pad=torch.cat([self.f1, self.f1.new_zeros(1, self.f1.shape[1])]),
+                f2_pad=torch.cat([self.f2, self.f2.new_zeros(1, self.f2.shape[1])]),
+            )
+        return self._tables
 
-    def linearize(self, perm: Tensor) -> Tensor:
-        """∇f at the permutation ``perm``: ``Cv + Q x + Qᵀ x`` (N, N), touching only O(N·k²) edge pairs."""
-        grad = self.cv.clone()
-        if self.k1 == 0 or self.k2 == 0:
-            return grad
-        src1 = torch.arange(self.n, device=perm.device).repeat_interleave(self.k1)
-        dst1 = self.nbr1.reshape(-1)
-        src2 = torch.arange(self.n, device=perm.device).repeat_interleave(self.k2)
+    def _pair_updates(self, perm: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The (flat target index, value) lists that ``linearize`` adds to Cv, in the order it adds them."""
+        n, k2, tables = self.n, self.k2, self._index_tables()
         # Qᵀx: for p = (i→j) and q = (π(i)→b): grad[j, b] += Ce[p, q]; one (k1 × k2) block per source node i.
         block = self.ce_blocks(perm)
-        targets_t = (dst1.view(self.n, self.k1, 1) * self.n + self.nbr2[perm].view(self.n, 1, self.k2)).reshape(-1)
+        targets_t = (tables.dst1_scaled + self.nbr2.index_select(0, perm).view(n, 1, k2)).reshape(-1)
+        updates = [(targets_t, block.reshape(-1))]
         # Qx: for p = (i→j) and q = (a→π(j)): grad[i, a] += Ce[p, q]; one (in1(j) × in2(π(j))) block per node j.
         # Nodes are sorted by in-degree product and each chunk is padded only to its own largest in-degrees (a
         # k-NN graph's in-degrees vary, up to N for hubs or collapsed embeddings); the chunk size keeps the padded
         # entries within ``_BLOCK_BUDGET`` so memory stays bounded.
-        in1, in2, degree1, degree2, f1_pad, f2_pad = self._in_edge_tables()
-        in2_matched, degree2 = in2[perm], degree2[perm]
-        order = torch.argsort(degree1 * degree2)
-        degree1, degree2 = degree1[order].tolist(), degree2[order].tolist()
-        src1_pad = torch.cat([src1, src1.new_zeros(1)])
-        src2_pad = torch.cat([src2, src2.new_zeros(1)])
-        flat = grad.view(-1)
-        flat.index_add_(0, targets_t, block.reshape(-1))
+        in2_matched = tables.in2.index_select(0, perm)
+        in_src2_matched = tables.in_src2.index_select(0, perm)
+        degree2 = tables.degree2.index_select(0, perm)
+        order = torch.argsort(tables.degree1 * degree2)
+        degree1, degree2 = tables.degree1[order].tolist(), degree2[order].tolist()
         lo = 0
-        while lo < self.n:
-            size = min(self.n - lo, _CHUNK_NODES)
+        while lo < n:
+            size = min(n - lo, _CHUNK_NODES)
             while True:
                 width1, width2 = max(max(degree1[lo : lo + size]), 1), max(max(degree2[lo : lo + size]), 1)
                 if size == 1 or size * width1 * width2 <= _BLOCK_BUDGET:
                     break
                 size //= 2
             nodes = order[lo : lo + size]
-            rows1, rows2 = in1[nodes, :width1], in2_matched[nodes, :width2]
+            rows1 = tables.in1.index_select(0, nodes)[:, :width1].reshape(-1)
+            rows2 = in2_matched.index_select(0, nodes)[:, :width2].reshape(-1)
             values = torch.bmm(
-                f1_pad.index_select(0, rows1.reshape(-1)).view(*rows1.shape, -1),
-                f2_pad.index_select(0, rows2.reshape(-1)).view(*rows2.shape, -1).transpose(1, 2),
+                tables.f1_pad.index_select(0, rows1).view(size, width1, -1),
+                tables.f2_pad.index_select(0, rows2).view(size, width2, -1).transpose(1, 2),
             )
-            targets = src1_pad[rows1][:, :, None] * self.n + src2_pad[rows2][:, None, :]
-            flat.index_add_(0, targets.reshape(-1), values.reshape(-1))
+            sources1 = tables.in_src1_scaled.index_select(0, nodes)[:, :width1, None]
+            sources2 = in_src2_matched.index_select(0, nodes)[:, None, :width2]
+            updates.append(((sources1 + sources2).reshape(-1), values.reshape(-1)))
             lo += size
+        return updates
+
+    def linearize(self, perm: Tensor) -> Tensor:
+        """∇f at the permutation ``perm``: ``Cv + Q x + Qᵀ x`` (N, N), touching only O(N·k²) edge pairs."""
+        grad = self.cv.clone()
+        if self.k1 == 0 or self.k2 == 0:
+            return grad
+        hit = _lookup(self._cache.linearizations, perm)
+        if hit is not None:
+            updates = hit[1]
+        else:
+            updates = self._pair_updates(perm)
+            if sum(values.numel() for _, values in updates) <= _CACHE_BUDGET:
+                _remember(self._cache.linearizations, (perm.clone(), updates), _CACHED_PERMS)
+        flat = grad.view(-1)
+        for targets, values in updates:
+            flat.index_add_(0, targets, values)
         return grad
 
     # ---------------------------------------------------------------------------------- continuous operations

@@ -25,27 +25,31 @@ from lvmmed.matching.solvers.hungarian import hungarian
 from lvmmed.matching.solvers.result import Matching
 
 
-def ipfp(qap: QAP, perm: Tensor, max_iter: int = 50) -> Matching:
+def ipfp(qap: QAP, perm: Tensor, max_iter: int = 50, backend: str = "lapjv") -> Matching:
     """Discrete IPFP ascent from ``perm``.
 
     Args:
         qap: the instance.
         perm: (N,) starting permutation.
         max_iter: maximum number of linearise-and-project steps.
+        backend: the linear-assignment solver (``hungarian.ASSIGNMENT_BACKENDS``).
 
     Returns:
         The last accepted matching; ``iterations`` counts the Hungarian projections made.
     """
     best = qap.objective(perm)
-    iterations = 0
+    iterations, fixed_point = 0, False
     for _ in range(max_iter):
-        candidate = hungarian(qap.linearize(perm))
+        candidate = hungarian(qap.linearize(perm), backend)
         iterations += 1
+        if torch.equal(candidate, perm):
+            fixed_point = True  # its objective is ``best`` exactly, so the step would be rejected anyway
+            break
         value = qap.objective(candidate)
         if value <= best + 1e-6 * max(1.0, abs(best)):
             break
         perm, best = candidate, value
-    return Matching(perm=perm, objective=best, iterations=iterations)
+    return Matching(perm=perm, objective=best, iterations=iterations, fixed_point=fixed_point)
 
 
 def _log_sinkhorn(s: Tensor, iterations: int) -> Tensor:
@@ -86,6 +90,7 @@ def solve_factorized(
     qap: QAP,
     method: str = "ipfp",
     max_iter: int = 50,
+    backend: str = "lapjv",
     rrwm_iter: int = 50,
     sk_iter: int = 20,
     alpha: float = 0.2,
@@ -98,6 +103,7 @@ def solve_factorized(
         method: ``"ipfp"`` (IPFP from the first-order solution; fast, the training default) or ``"rrwm"``
             (RRWM → Hungarian → IPFP, plus IPFP from the first-order solution; best objective, O(N²k²) per walk).
         max_iter: IPFP steps.
+        backend: the linear-assignment solver of every projection (``"lapjv"`` or ``"scipy"``; both exact).
         rrwm_iter, sk_iter, alpha, beta: RRWM parameters (pygmtools defaults).
 
     Returns:
@@ -105,12 +111,12 @@ def solve_factorized(
     """
     if method not in ("ipfp", "rrwm"):
         raise ValueError(f"unknown factorized method '{method}' (expected 'ipfp' or 'rrwm')")
-    best = ipfp(qap, hungarian(qap.cv), max_iter)
+    best = ipfp(qap, hungarian(qap.cv, backend), max_iter, backend)
     iterations = best.iterations + 1
     if method == "rrwm" and qap.n > 1:
         soft, walks = rrwm(qap, rrwm_iter, sk_iter, alpha, beta)
-        polished = ipfp(qap, hungarian(soft), max_iter)
+        polished = ipfp(qap, hungarian(soft, backend), max_iter, backend)
         iterations += walks + polished.iterations + 1
         if polished.objective > best.objective:
             best = polished
-    return Matching(perm=best.perm, objective=best.objective, iterations=iterations)
+    return Matching(perm=best.perm, objective=best.objective, iterations=iterations, fixed_point=best.fixed_point)

@@ -6,6 +6,29 @@ Features: a frozen, randomly initialised small CNN. Trained: an MLP projector an
 with the default ``GraphMatchingConfig``, i.e. the paper's loss alone (black-box Hamming loss, no auxiliary
 term). The control run replaces the black-box backward by zeros: with nothing else in the loss it must stay near
 its initial accuracy, so the test fails if the learning came from anything but the solver's gradient.
+
+Robustness across CPUs and thread counts. A different CPU or torch thread count changes the float rounding of the
+convolutions and matrix products, and after 200 steps the trained accuracy differs as much as it does between
+seeds (seed 0: 0.694 at one thread, 0.750 at two). So the thresholds are set from the spread over seeds and thread
+counts, measured on 2026-12-06 with ``_train(GraphMatchingConfig(), STEPS, seed, LR)`` for seeds 0–11 (each seed
+sets the initialisation, the training augmentations and the evaluation views), at ``torch.set_num_threads(1)`` and
+``(2)``, with ``torch.use_deterministic_algorithms(True)``; n = 24 runs per statistic:
+
+=========================  =====  =====  ======  =====  ===========  ==========================
+statistic                  mean   std    min     max    threshold    distance from the mean
+=========================  =====  =====  ======  =====  ===========  ==========================
+initial                    0.171  0.041  0.125   0.250  < 0.35       4.4 std
+final                      0.741  0.081  0.514   0.889  > 0.40       4.2 std (control: 4.9 std)
+zero_final (control)       0.207  0.039  0.167   0.292  < 0.40       4.9 std (final: 4.2 std)
+zero_final − zero_initial  0.036  0.040  −0.028  0.097  < 0.20       4.1 std
+final − zero_final         0.534  0.076  0.347   0.667  > 0.25       3.7 std
+=========================  =====  =====  ======  =====  ===========  ==========================
+
+(threads 1: final 0.750 ± 0.060; threads 2: final 0.731 ± 0.100; the control and the initial accuracy do not
+depend on the thread count.) The learning rate 5e-3 was chosen over 3e-3 on the same seeds because it separates
+the trained runs from the control better (3e-3: final 0.752 ± 0.108, min 0.500, so mean − 3 std = 0.43 against
+0.50 at 5e-3), at the same runtime. The earlier threshold 0.6 was 1.4 std below the mean at 3e-3, which is why it
+failed on another machine.
 """
 
 from __future__ import annotations
@@ -65,8 +88,10 @@ class _ZeroGradientMatching(BlackBoxMatching):
         return tuple(None if g is None else torch.zeros_like(g) for g in grads)
 
 
-def _train(config: GraphMatchingConfig, steps: int) -> tuple[float, float]:
-    torch.manual_seed(0)
+def _train(config: GraphMatchingConfig, steps: int, seed: int = 0, lr: float = 3e-3) -> tuple[float, float]:
+    """Trains from initialisation seed ``seed`` (augmentations and evaluation views are seeded from it too) and
+    returns the evaluation matching accuracy before and after ``steps`` Adam steps."""
+    torch.manual_seed(seed)
     images = _mni_slices()
     encoder = nn.Sequential(
         nn.Conv2d(1, 32, 5, 2, 2), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4)
@@ -74,8 +99,8 @@ def _train(config: GraphMatchingConfig, steps: int) -> tuple[float, float]:
     encoder.requires_grad_(False)
     projector = nn.Sequential(nn.Flatten(), nn.Linear(64 * 16, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 64))
     loss_fn = GraphMatchingLoss(64, config)
-    optimizer = torch.optim.Adam([*projector.parameters(), *loss_fn.parameters()], lr=3e-3)
-    eval_gen = torch.Generator().manual_seed(123)
+    optimizer = torch.optim.Adam([*projector.parameters(), *loss_fn.parameters()], lr=lr)
+    eval_gen = torch.Generator().manual_seed(123 + 1000 * seed)
     eval_views = [(_augment(images, eval_gen), _augment(images, eval_gen)) for _ in range(2)]
 
     def accuracy() -> float:
@@ -88,7 +113,7 @@ def _train(config: GraphMatchingConfig, steps: int) -> tuple[float, float]:
         return float(np.mean(accs))
 
     initial = accuracy()
-    gen = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(1 + 1000 * seed)
     for _ in range(steps):
         with torch.no_grad():
             f0, f1 = encoder(_augment(images, gen)), encoder(_augment(images, gen))
@@ -99,22 +124,41 @@ def _train(config: GraphMatchingConfig, steps: int) -> tuple[float, float]:
     return initial, accuracy()
 
 
-STEPS = 200
+STEPS, LR, SEED = 200, 5e-3, 0
+INITIAL_MAX = 0.35  # a random projector matches poorly
+FINAL_MIN = 0.40  # trained with the black-box gradient
+CONTROL_FINAL_MAX = 0.40  # trained with the gradient zeroed
+CONTROL_GAIN_MAX = 0.20  # how far the control may drift from its initial accuracy (BatchNorm statistics only)
+GAP_MIN = 0.25  # trained minus control, same seed
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 @pytest.mark.slow
-def test__paper_gm_loss_learns_and_fails_without_the_blackbox_gradient(monkeypatch):
+def test__paper_gm_loss_learns_and_fails_without_the_blackbox_gradient(monkeypatch, deterministic_algorithms):
     config = GraphMatchingConfig()
     assert config.aux == "none" and config.hamming_weight == 1.0, "the default must be the paper's loss alone"
-    initial, final = _train(config, steps=STEPS)
+    initial, final = _train(config, STEPS, SEED, LR)
     monkeypatch.setattr(gm_module, "BlackBoxMatching", _ZeroGradientMatching)
-    zero_initial, zero_final = _train(config, steps=STEPS)
+    zero_initial, zero_final = _train(config, STEPS, SEED, LR)
     chance = 1 / (3 * NUM_PER_AXIS)
     print(
         f"match_acc on fresh augmentations (chance {chance:.3f}): black-box gradient {initial:.3f} → {final:.3f}, "
         f"zeroed gradient {zero_initial:.3f} → {zero_final:.3f}"
     )
-    assert initial < 0.35, f"the random projector should match poorly, got {initial:.3f}"
-    assert final > max(0.6, 3 * initial), f"the paper's GM loss did not learn: {initial:.3f} → {final:.3f}"
-    assert zero_final < zero_initial + 0.1, f"with the gradient zeroed nothing should learn: {zero_final:.3f}"
-    assert final > zero_final + 0.4, f"learning must come from the black-box gradient: {final:.3f} vs {zero_final:.3f}"
+    assert initial < INITIAL_MAX, f"the random projector should match poorly, got {initial:.3f}"
+    assert final > FINAL_MIN, f"the paper's GM loss did not learn: {initial:.3f} → {final:.3f}"
+    assert zero_final < CONTROL_FINAL_MAX, f"with the gradient zeroed nothing should learn: {zero_final:.3f}"
+    assert zero_final - zero_initial < CONTROL_GAIN_MAX, f"the control drifted: {zero_initial:.3f} → {zero_final:.3f}"
+    assert final - zero_final > GAP_MIN, (
+        f"learning must come from the black-box gradient: {final:.3f} vs {zero_final:.3f}"
+    )

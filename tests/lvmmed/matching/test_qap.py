@@ -108,3 +108,35 @@ class TestGraph:
             knn_graph(torch.randn(4), 2)
         with pytest.raises(ValueError, match="k must be"):
             knn_graph(torch.randn(4, 2), 0)
+
+
+class TestCaches:
+    def test__linearisation_replayed_for_another_cv_is_bit_identical(self, make_qap, monkeypatch):
+        """``with_cv`` shares the pairwise part of ``linearize``: the replay equals a fresh computation exactly."""
+        from lvmmed.matching.qap import QAP
+
+        qap = make_qap(60, k=5, seed=8, low_rank=True)
+        perm = torch.randperm(60, generator=torch.Generator().manual_seed(4))
+        qap.linearize(perm)
+        calls = []
+        original = QAP._pair_updates
+        monkeypatch.setattr(QAP, "_pair_updates", lambda self, p: calls.append(1) or original(self, p))
+        cv2 = qap.cv - 0.7 * torch.eye(60) + 0.01 * torch.rand(60, 60, generator=torch.Generator().manual_seed(1))
+        replayed = qap.with_cv(cv2).linearize(perm)
+        assert calls == []  # served from the cache
+        fresh = QAP(cv2, qap.f1, qap.f2, qap.nbr1, qap.nbr2).linearize(perm)
+        assert len(calls) == 1 and torch.equal(replayed, fresh)
+        other = torch.randperm(60, generator=torch.Generator().manual_seed(5))
+        qap.with_cv(cv2).linearize(other)
+        assert len(calls) == 2  # another permutation is computed, not replayed
+
+    def test__cached_objective_and_edge_matches_equal_fresh_ones(self, make_qap):
+        from lvmmed.matching.qap import QAP
+
+        qap = make_qap(30, k=4, seed=2, low_rank=True)
+        for seed in range(6):
+            perm = torch.randperm(30, generator=torch.Generator().manual_seed(seed % 3))
+            fresh = QAP(qap.cv, qap.f1, qap.f2, qap.nbr1, qap.nbr2)
+            assert qap.objective(perm) == fresh.objective(perm)
+            for a, b in zip(qap.edge_matches(perm), fresh.edge_matches(perm)):
+                assert torch.equal(a, b)

@@ -68,3 +68,40 @@ def test__dense_lawler_refuses_huge_instances(make_qap):
 def test__unknown_solver_names_raise():
     with pytest.raises(ValueError, match="unknown solver"):
         SolverSpec("lpmp")
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 300])
+def test__lapjv_and_scipy_backends_return_the_same_matching(n):
+    """Both backends are exact: on continuous scores (a unique optimum) they return the same permutation."""
+    gen = torch.Generator().manual_seed(n)
+    for dtype in (torch.float32, torch.float64):
+        scores = torch.randn(n, n, generator=gen, dtype=dtype)
+        assert hungarian(scores, "lapjv").tolist() == hungarian(scores, "scipy").tolist()
+
+
+def test__lapjv_and_scipy_reach_the_same_value_with_ties():
+    """With tied optima the permutations may differ, the assignment value may not."""
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        scores = torch.randint(0, 3, (40, 40), generator=gen).double()
+        values = [float(scores[torch.arange(40), hungarian(scores, b)].sum()) for b in ("lapjv", "scipy")]
+        assert values[0] == values[1]
+
+
+def test__assignment_backend_is_validated_and_nan_rejected():
+    with pytest.raises(ValueError, match="assignment backend"):
+        SolverSpec(assignment="auction")
+    with pytest.raises(ValueError, match="assignment backend"):
+        hungarian(torch.rand(3, 3), "auction")
+    scores = torch.rand(4, 4)
+    scores[1, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        hungarian(scores, "lapjv")
+
+
+def test__factorised_solver_gives_the_same_matching_with_either_backend(make_qap):
+    for seed in range(5):
+        qap = make_qap(40, k=4, seed=seed, low_rank=True)
+        a = solve(qap, SolverSpec("factorized", "ipfp", assignment="lapjv"))
+        b = solve(qap, SolverSpec("factorized", "ipfp", assignment="scipy"))
+        assert torch.equal(a.perm, b.perm) and a.objective == b.objective and a.iterations == b.iterations
