@@ -5,10 +5,12 @@
     lvmmed downstream ...  == python -m downstream ...
     lvmmed benchmark ...   == python -m downstream.benchmark ...
     lvmmed demo ...        == python -m demo ...
+    lvmmed embed ...       == python -m lvmmed.embedding ...    (also python -m lvmmed embed ...)
 
 Everything after the sub-command is passed through unchanged (``--config F key=value ...``), so the stage
 modules stay the single source of truth for their arguments; ``lvmmed <stage> --help`` shows the stage's help.
-Also available as ``python -m lvmmed.cli`` (and as the ``lvmmed`` console script when the package is installed).
+Also available as ``python -m lvmmed`` and ``python -m lvmmed.cli`` (and as the ``lvmmed`` console script when the
+package is installed).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "downstream": ("downstream", "one downstream run: task x method x weights x seed"),
     "benchmark": ("downstream.benchmark", "the methods x tasks x weights x seeds matrix and its report"),
     "demo": ("demo", "the whole chain on the bundled data: prep -> pretrain -> benchmark -> report"),
+    "embed": ("lvmmed.embedding", "embeddings (.npy + index, optional 2-D map) of shards or image folders"),
 }
 
 

@@ -58,6 +58,28 @@ PUBLISHED: dict[str, PublishedWeights] = {
     ),
 }  # fmt: skip
 HF_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+# ImageNet statistics on [0, 1] inputs: what torchvision/timm weights expect, and SAM's pixel_mean/pixel_std
+# ([123.675, 116.28, 103.53] / [58.395, 57.12, 57.375] on 0-255; Kirillov et al., "Segment Anything", 2023).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PUBLISHED_IMG_SIZE = {"lvmmed-resnet50": 224, "lvmmed-vitb": 1024}
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """What a weight source expects as input: channels, square size and per-channel normalisation of [0, 1] images.
+
+    ``None`` fields are unknown (the caller decides); ``origin`` says where the values come from.
+    """
+
+    in_chans: int | None = None
+    img_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    origin: str = ""
+
+    def as_dict(self) -> dict:
+        return {"in_chans": self.in_chans, "img_size": self.img_size, "mean": list(self.mean or []) or None,
+                "std": list(self.std or []) or None, "origin": self.origin}  # fmt: skip
 
 
 def weights_dirs() -> list[Path]:
@@ -166,6 +188,34 @@ def export_normalisation(source: str | os.PathLike) -> tuple[float, float] | Non
         float(sum(v) / len(v)) if isinstance(v, list) else float(v) for v in (config["input_mean"], config["input_std"])
     )
     return mean, std
+
+
+def input_settings(source: str | os.PathLike | ResolvedSource, allow_network: bool = False) -> InputSettings:
+    """The input a weight source was trained on (downstream's ``norm_from_weights`` rules, :mod:`downstream.inputs`).
+
+    An lvmmed export: ``in_chans``, ``img_size``, ``input_mean``/``input_std`` of its ``config.json``. The published
+    LVM-Med files: 3 channels, ImageNet statistics, 224 px (ResNet-50) or 1024 px (ViT-B). ``torchvision:``/``timm:``
+    files and other files of a recognised layout: 3 channels and ImageNet statistics (the convention of those
+    libraries; ``origin`` says it is assumed), the stem's channel count where the file shows it.
+    """
+    resolved = source if isinstance(source, ResolvedSource) else resolve_source(source, allow_network)
+    if resolved.config is not None:
+        config = resolved.config
+        mean, std = _floats(config.get("input_mean")), _floats(config.get("input_std"))
+        origin = str(resolved.path / CONFIG_NAME)
+        return InputSettings(config.get("in_chans"), config.get("img_size"), mean, std, origin)
+    if resolved.kind == "published":
+        key = next(k for k, p in PUBLISHED.items() if p.architecture == resolved.architecture)
+        return InputSettings(3, PUBLISHED_IMG_SIZE[key], IMAGENET_MEAN, IMAGENET_STD, f"published {key}")
+    if resolved.kind in ("torchvision", "timm"):
+        return InputSettings(3, None, IMAGENET_MEAN, IMAGENET_STD, f"{resolved.kind} convention (ImageNet)")
+    return InputSettings(None, None, IMAGENET_MEAN, IMAGENET_STD, "assumed ImageNet statistics (plain weight file)")
+
+
+def _floats(value: object) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    return tuple(float(v) for v in (value if isinstance(value, list | tuple) else [value]))
 
 
 def _existing(path: Path, source: str) -> Path:

@@ -10,6 +10,9 @@ Sources accepted by :func:`load_pretrained`, :func:`load_backbone` and ``create_
 * a plain file path (``.safetensors``, ``.pth``, ``.pt``, ``.torch``, ``.bin``) whose layout is detected;
 * ``hf://owner/repo/path/in/repo``: a file from the local Hugging Face cache (fetched only when the network is allowed).
 
+Exports carry a ``README.md`` model card (:mod:`lvmmed.model_card`); ``export-onnx`` writes ``model.onnx``
+(:mod:`lvmmed.onnx_export`).
+
 Every file is read with ``torch.load(weights_only=True)`` or safetensors: pickles holding other objects are refused.
 Keys go through the prefix rule, the adaptations and the strict check of :mod:`lvmmed.models.state_dict`. Nothing is
 downloaded unless the caller passes ``allow_network=True`` (or sets ``LVMMED_ALLOW_DOWNLOAD=1``); then a missing
@@ -47,6 +50,7 @@ from lvmmed.weight_sources import (
 )
 
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+MODEL_CARD_NAME = "README.md"
 
 __all__ = [
     "CONFIG_NAME",
@@ -70,18 +74,22 @@ __all__ = [
 
 
 def save_pretrained(backbone: Backbone, out_dir: str | os.PathLike, extra_config: dict | None = None) -> Path:
-    """Writes ``model.safetensors`` + ``config.json`` atomically (temp dir in the same parent, then rename).
+    """Writes ``model.safetensors`` + ``config.json`` + a ``README.md`` model card atomically (temp dir, rename).
 
-    ``config.json`` holds ``architecture``, ``in_chans``, ``img_size``, ``feature_dim``, ``lvmmed_version`` and
-    ``extra_config`` (JSON-serialisable; it may not override those keys).
+    ``config.json`` holds ``architecture``, ``in_chans``, ``img_size``, ``feature_dim``, ``lvmmed_version``,
+    ``code_version`` (lvmmed version and git commit, :func:`lvmmed.model_card.code_version`) and ``extra_config``
+    (JSON-serialisable; it may not override the core keys). ``README.md`` is rendered from ``config.json``
+    (:func:`lvmmed.model_card.render_model_card`).
     """
     from lvmmed import __version__
+    from lvmmed.model_card import code_version, render_model_card
 
     extra = dict(extra_config or {})
     clash = sorted(set(extra) & set(CORE_CONFIG_KEYS))
     if clash:
         raise ValueError(f"extra_config may not override {clash}")
-    config = {**backbone.config(), "feature_dim": backbone.feature_dim, "lvmmed_version": __version__, **extra}
+    config = {**backbone.config(), "feature_dim": backbone.feature_dim, "lvmmed_version": __version__,
+              "code_version": code_version(), **extra}  # fmt: skip
     text = json.dumps(config, indent=2, sort_keys=True)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +98,7 @@ def save_pretrained(backbone: Backbone, out_dir: str | os.PathLike, extra_config
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "architecture": config["architecture"]})
         (tmp / CONFIG_NAME).write_text(text + "\n")
+        (tmp / MODEL_CARD_NAME).write_text(render_model_card(config))
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
@@ -176,10 +185,12 @@ def convert_file(path: str | os.PathLike, to: str = "safetensors", out: str | os
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lvmmed.weights inspect FILE`` | ``convert FILE --to safetensors [--out F]``; returns the exit status.
+    """``python -m lvmmed.weights inspect FILE`` | ``convert FILE --to safetensors [--out F]`` |
+    ``export-onnx DIR [--out F] [--opset N] [--no-check]``; returns the exit status.
 
     A missing file named on the command line is a usage error (exit 2); a file that is not a readable weight file
-    (text, zero bytes, truncated, pickled objects) is a run failure (exit 1). Both print one line, no traceback.
+    (text, zero bytes, truncated, pickled objects), a missing onnx/onnxruntime package or a failed ONNX check is a
+    run failure (exit 1). Both print one line, no traceback.
     """
     return run_cli(_run, argv, "python -m lvmmed.weights", usage_errors=(WeightsNotFoundError,))
 
@@ -194,11 +205,26 @@ def _run(argv: list[str]) -> int:
     conv.add_argument("file")
     conv.add_argument("--to", default="safetensors", choices=["safetensors"])
     conv.add_argument("--out", default=None)
+    onnx = sub.add_parser("export-onnx", help="export a backbone to ONNX (dynamic batch), checked with onnxruntime")
+    onnx.add_argument("source", help="an export dir (or any weight source)")
+    onnx.add_argument("--out", default=None, help="the .onnx file (default: <export dir>/model.onnx)")
+    onnx.add_argument("--opset", type=int, default=18)
+    onnx.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         print(json.dumps(inspect_file(args.file), indent=2))
-    else:
+    elif args.command == "convert":
         print(f"wrote {convert_file(args.file, args.to, args.out)}")
+    else:
+        from lvmmed.onnx_export import export_onnx
+
+        report = export_onnx(args.source, args.out, opset=args.opset, check=not args.no_check)
+        checked = (
+            f"; onnxruntime vs torch on real CT/MR slices at batch 1 and 3: max abs diff {report['max_abs_diff']:.3g}"
+            if "max_abs_diff" in report
+            else " (not checked)"
+        )
+        print(f"wrote {report['file']} (opset {report['opset']}, dynamic batch){checked}")
     return 0
 
 

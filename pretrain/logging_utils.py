@@ -1,11 +1,22 @@
-"""Run logging: a CSV of metrics (readable without any service), window averages and throughput."""
+"""Run logging: a CSV of metrics (readable without any service), the ``log_with`` trackers, window averages.
+
+``metrics.csv`` is always written by :class:`MetricsCSV`. Everything else goes through Accelerate's trackers
+(``Accelerator(log_with=...)``, ``accelerator.log``): ``tensorboard``, ``mlflow`` and ``wandb`` are Accelerate's own;
+``jsonl`` is :class:`JsonlTracker`, one JSON object per logged step in ``metrics.jsonl`` (the format lightly-train
+and many dashboards read line by line). On resume every logger drops what the lost steps had written: the CSV and the
+JSONL rows after the resumed step, and TensorBoard's events through ``SummaryWriter(purge_step=...)``.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from pathlib import Path
+from typing import Any
+
+from accelerate.tracking import GeneralTracker
 
 
 class MetricsCSV:
@@ -74,3 +85,68 @@ class WindowMeter:
         out["images_per_s"] = self.images / self.seconds if self.seconds > 0 else 0.0
         self.__init__()
         return out
+
+
+class JsonlTracker(GeneralTracker):
+    """Accelerate tracker writing ``{"step": s, "time": unix seconds, "<metric>": value, ...}`` lines to a file.
+
+    Non-finite values are written as ``null`` (strict JSON has no NaN). The first ``log`` call of a run rewrites the
+    file keeping only the rows before its step (atomically), so a resumed run continues without duplicate steps and
+    a fresh run in an old directory starts a fresh file; a line cut by a crash is dropped then too.
+    """
+
+    name = "jsonl"
+    requires_logging_directory = False
+    main_process_only = True
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._started = False
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    def store_init_configuration(self, values: dict) -> None:
+        """Nothing: the resolved config is ``config.yaml`` beside the file."""
+
+    def _keep_rows_before(self, step: int) -> None:
+        kept = []
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] < step:
+                    kept.append(line)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.replace(self.path)
+
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        if not self._started:
+            self._keep_rows_before(step if step is not None else 0)
+            self._started = True
+        row: dict[str, Any] = {"step": step, "time": round(time.time(), 3)}
+        for key, value in values.items():
+            value = float(value) if isinstance(value, int | float) or hasattr(value, "item") else value
+            row[key] = value if not isinstance(value, float) or math.isfinite(value) else None
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def build_trackers(names: list[str], out: Path) -> list[str | GeneralTracker] | None:
+    """``Accelerator(log_with=...)`` for the configured loggers (names checked by the config); None for none."""
+    trackers: list[str | GeneralTracker] = [JsonlTracker(out / "metrics.jsonl") if n == "jsonl" else n for n in names]
+    return trackers or None
+
+
+def start_trackers(accelerator: Any, names: list[str], config: dict[str, Any], resumed_step: int = 0) -> None:
+    """``accelerator.init_trackers("pretrain", config)``; after a resume TensorBoard purges the lost steps' events."""
+    if not names:
+        return
+    init_kwargs = {"tensorboard": {"purge_step": resumed_step + 1}} if resumed_step > 0 else {}
+    accelerator.init_trackers("pretrain", config=config, init_kwargs=init_kwargs)

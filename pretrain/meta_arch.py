@@ -7,6 +7,7 @@ The training loop only calls ``loss, info = model(view0, view1)``; every loss te
   BatchNorm backbones the batch statistics therefore span both views (as in SimCLR's reference implementation).
 * Pre-pool feature maps are computed only when the loss uses them (graph matching with ``local_weight > 0``).
 * The projector is a lightly head (``SimCLRProjectionHead`` by default; LVM-Med's projector h_θ is unspecified).
+* ``init.weights`` initialises the backbone only (``pretrain.init_weights``); projector and loss start fresh.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lvmmed.losses import build_loss
 from lvmmed.models import create_backbone
 from lvmmed.models.base import Backbone
 from pretrain.config import PretrainConfig
+from pretrain.init_weights import load_init_weights
 
 
 def build_projector(kind: str, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> nn.Module:
@@ -48,19 +50,27 @@ class SSLMetaArch(nn.Module):
         super().__init__()
         self.backbone, self.projector, self.loss = backbone, projector, loss
         self.use_local_features = use_local_features
+        self.init_record: dict | None = None  # what init.weights loaded (pretrain.init_weights), None = random init
 
     @classmethod
-    def from_config(cls, cfg: PretrainConfig) -> SSLMetaArch:
+    def from_config(cls, cfg: PretrainConfig, load_init: bool = True, record_dir: str | None = None) -> SSLMetaArch:
+        """Builds the meta-architecture; with ``load_init`` the backbone then takes ``cfg.init.weights``.
+
+        The backbone is always built with its random init first, so the RNG draws (and with them the projector's
+        init) are the same with and without init weights. ``load_init=False`` is for resumed runs, whose weights
+        come from the checkpoint. ``record_dir`` receives ``init_weights.json``.
+        """
         m = cfg.model
-        backbone = create_backbone(
-            m.backbone, in_chans=m.in_chans, pretrained=m.pretrained or None, img_size=cfg.augment.size
-        )
+        backbone = create_backbone(m.backbone, in_chans=m.in_chans, img_size=cfg.augment.size)
+        record = load_init_weights(backbone, cfg, record_dir) if load_init and cfg.init.source else None
         projector = build_projector(
             m.projector, backbone.feature_dim, m.proj_hidden_dim, m.proj_output_dim, m.proj_layers
         )
         loss = build_loss(cfg.loss, m.proj_output_dim)
         local = cfg.loss.name == "graph_matching" and cfg.loss.graph_matching.local_weight > 0
-        return cls(backbone, projector, loss, use_local_features=local)
+        model = cls(backbone, projector, loss, use_local_features=local)
+        model.init_record = record
+        return model
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.use_local_features:
