@@ -23,6 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._gm_docs import gm_loss_speed_block  # noqa: E402
 from bench.summary import describe_targets, find_load, find_met, find_quick, fmt, overloaded  # noqa: E402
 from lvmmed.markers import MarkerError, read_block, write_block  # noqa: E402
 
@@ -210,9 +211,20 @@ def data_prep_block(res: Result) -> str:
     if "cpu_main_process" in res.get("pool"):
         lines += [
             "",
-            f"Pool CPU seconds: main process (writer) {res.num('pool.cpu_main_process'):.2f}, workers "
+            f"Pool CPU seconds: main process {res.num('pool.cpu_main_process'):.2f}, workers "
             f"{res.num('pool.cpu_workers'):.2f}; single process {res.num('single.cpu_seconds'):.2f}.",
         ]
+    if "cpu_main_ms_per_slice" in res.get("pool"):
+        lines[-1] += (
+            f" Per slice: pool main {res.num('pool.cpu_main_ms_per_slice'):.3f} ms + workers "
+            f"{res.num('pool.cpu_workers_ms_per_slice'):.3f} ms; single {res.num('single.cpu_ms_per_slice'):.3f} ms."
+        )
+    stages = res.data.get("stages")
+    if stages:
+        for key, label in (("converter", "converter"), ("raw", "raw bound")):
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in stages[f"{key}_ms_per_slice"].items())
+            lines += ["", f"CPU ms per slice by stage, {label} (one volume, one process): {parts}; total "
+                      f"{stages[f'{key}_total']:.3f}."]  # fmt: skip
     profile = res.data.get("profile_single_one_volume") or []
     if profile:
         lines += ["", "Top own-time entries of a single-process conversion of one volume (cProfile):", "",
@@ -307,13 +319,46 @@ def storage_block(res: Result) -> str:
     return "\n".join(lines)
 
 
+def monitor_block(res: Result) -> str:
+    """Seconds per monitor evaluation vs per training step, and the overhead at the default interval
+    (``bench/monitor.py``)."""
+    ev, tr = res.get("eval_set"), res.get("training")
+    every = fmt(res.num("training.default_eval_every"))
+    lines = [
+        f"Source: `bench/results/monitor.json`, {res.conditions()}; `tiny_cpu` preset "
+        f"({fmt(res.num('setup.max_steps'))} steps, an evaluation every {fmt(res.num('setup.eval_every'))} to time "
+        f"{len(tr.get('eval_steps', []))} of them), eval set `{ev.get('eval_set', '?')}` ({ev.get('labels', '?')} "
+        f"labels, {fmt(res.num('eval_set.train_samples'))} memory / {fmt(res.num('eval_set.test_samples'))} scored "
+        f"samples, {fmt(res.num('eval_set.classes'))} classes).",
+        *res.caveat(),
+        "",
+        "| figure | seconds |",
+        "|---|---|",
+        f"| training step (median over log windows) | {res.num('training.step_seconds'):.3f} |",
+        f"| one evaluation (median, after the first) | {res.num('training.eval_seconds'):.3f} |",
+        f"| first evaluation (before step 1) | {res.num('training.first_eval_seconds'):.3f} |",
+        f"| eval-set set-up, once per run (read + cache) | {res.num('eval_set.setup_seconds'):.3f} |",
+        f"| of one evaluation (fresh backbone): features / k-NN vote | {res.num('eval_set.feature_seconds'):.3f} / "
+        f"{res.num('eval_set.knn_seconds'):.3f} |",
+        f"| linear probe fit, if `monitor.linear_probe=true` | {res.num('eval_set.linear_probe_seconds'):.3f} |",
+        "",
+        *res.targets_table(),
+        "",
+        f"Overhead at the default `eval_every={every}`: one evaluation / ({every} steps) = "
+        f"{res.num('ratios.overhead_at_default'):.1%} of training time.",
+    ]
+    return "\n".join(lines)
+
+
 # (result file stem, doc page, block name, generator)
 BLOCKS: list[tuple[str, str, str, Callable[[Result], str]]] = [
     ("gm_loss", "docs/graph_matching.md", "bench-gm-loss", gm_loss_block),
     ("pretrain", "docs/pretrain.md", "bench-pretrain", pretrain_block),
     ("data_prep", "docs/data_prep.md", "bench-data-prep", data_prep_block),
     ("gm_loss", "docs/graph_matching.md", "gm-global-vs-rank", gm_global_vs_rank_block),
+    ("gm_loss", "docs/graph_matching.md", "gm-loss-speed", gm_loss_speed_block),
     ("storage", "docs/pretrain.md", "bench-storage", storage_block),
+    ("monitor", "docs/pretrain.md", "bench-monitor", monitor_block),
 ]
 
 

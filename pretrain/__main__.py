@@ -45,8 +45,10 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import PretrainConfig
 from pretrain.export import export_backbone
-from pretrain.logging_utils import MetricsCSV, WindowMeter
+from pretrain.init_weights import note_resume
+from pretrain.logging_utils import MetricsCSV, WindowMeter, build_trackers, start_trackers
 from pretrain.meta_arch import SSLMetaArch
+from pretrain.monitor import TrainingMonitor
 from pretrain.optim import build_optimizer, lr_at, peak_lr, set_lr
 
 log = logging.getLogger("pretrain")
@@ -118,7 +120,7 @@ def setup(cfg: PretrainConfig) -> Run:
     out = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=resolve_precision(cfg.mixed_precision),
-        log_with=list(cfg.trackers) or None,
+        log_with=build_trackers(cfg.loggers, out),
         project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.ddp_find_unused_parameters)],
     )
@@ -140,8 +142,10 @@ def setup(cfg: PretrainConfig) -> Run:
 def build(run: Run) -> TrainState:
     """Model and optimiser (identical init on every rank), this rank's data stream, then resume if asked."""
     cfg, accelerator = run.cfg, run.accelerator
+    checkpoint = resolve_resume(cfg.resume, run.out)  # validated: files present, sizes and hashes as written
     set_seed(cfg.seed)
-    model = SSLMetaArch.from_config(cfg)
+    model = SSLMetaArch.from_config(cfg, load_init=checkpoint is None, record_dir=run.out)  # resume: no init weights
+    note_resume(cfg, checkpoint)
     lr_peak = peak_lr(cfg.optim, cfg.data.batch_size * run.world * cfg.optim.grad_accum_steps)
     optimizer = build_optimizer(model, cfg.optim, lr_peak)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -151,7 +155,6 @@ def build(run: Run) -> TrainState:
         resolve_shard_sets(cfg.data), cfg.data, cfg.augment, cfg.model.in_chans, cfg.seed, run.rank, run.world
     )
     state = TrainState(model, optimizer, stream, StreamPosition(cfg.data.num_workers), lr_peak)
-    checkpoint = resolve_resume(cfg.resume, run.out)  # validated: files present, sizes and hashes as written
     if checkpoint is not None:
         try:
             accelerator.load_state(str(checkpoint))  # model, optimiser, scaler and every RNG of this rank
@@ -241,9 +244,11 @@ def checkpoint_now(run: Run, state: TrainState) -> Path:
     return path
 
 
-def train_loop(run: Run, state: TrainState) -> Path | None:
-    """Optimiser steps until ``max_steps``, logging and checkpointing on schedule; returns the last checkpoint."""
+def train_loop(run: Run, state: TrainState, monitor: TrainingMonitor | None = None) -> Path | None:
+    """Optimiser steps until ``max_steps``, logging, monitoring (``pretrain.monitor``; before the first step too) and
+    checkpointing on schedule; returns the last checkpoint."""
     cfg, accelerator, trainer = run.cfg, run.accelerator, state.trainer
+    monitor = monitor if monitor is not None else TrainingMonitor.start(cfg, accelerator)
     if accelerator.is_main_process:
         save_config(cfg, run.out / "config.yaml")
         log.info("config:\n%s", to_yaml(cfg))
@@ -251,8 +256,7 @@ def train_loop(run: Run, state: TrainState) -> Path | None:
             "world size %d, batch %d x %d accum, peak lr %.3g, %d batches/worker/epoch",
             run.world, cfg.data.batch_size, cfg.optim.grad_accum_steps, state.lr_peak, state.stream.batches_per_worker,
         )  # fmt: skip
-    if cfg.trackers:
-        accelerator.init_trackers("pretrain", config=_flat(to_dict(cfg)))
+    start_trackers(accelerator, cfg.loggers, _flat(to_dict(cfg)), resumed_step=trainer["step"])
     csv_log = MetricsCSV(run.out / "metrics.csv", resume_step=trainer["step"]) if accelerator.is_main_process else None
     last_checkpoint = state.resumed_from
     loader = iter(build_loader(state.stream, cfg.data.num_workers, seed=cfg.seed))
@@ -262,6 +266,11 @@ def train_loop(run: Run, state: TrainState) -> Path | None:
                     desc="pretrain", dynamic_ncols=True)  # fmt: skip
     state.model.train()
     try:  # an error closes the bar first, so the one-line error message is the last line
+        initial = monitor.maybe_evaluate(state.model, 0) if trainer["step"] == 0 else {}  # the curve's start
+        if initial:
+            accelerator.log(initial, step=0)
+            if csv_log is not None:
+                csv_log.log(0, initial)
         while trainer["step"] < cfg.max_steps:
             meter.start_step()
             finite, grad_norm, lr = optimizer_step(run, state, loader)
@@ -271,10 +280,12 @@ def train_loop(run: Run, state: TrainState) -> Path | None:
             meter.end_step(images_per_step, logged)
             progress.update(1)
             progress.set_postfix(loss=f"{state.info.get('loss', float('nan')):.4f}", refresh=False)
-            if trainer["step"] % cfg.log_every == 0 or trainer["step"] == cfg.max_steps:
+            evaluated = monitor.maybe_evaluate(state.model, trainer["step"])
+            if trainer["step"] % cfg.log_every == 0 or trainer["step"] == cfg.max_steps or monitor.due(trainer["step"]):
                 quality = _skip_totals(state.data_quality)
                 metrics = {**meter.flush(), "nonfinite_skips": float(trainer["nonfinite_total"]),
                            "data_skips": float(quality["skipped"]), "epoch": float(state.epoch)}  # fmt: skip
+                metrics.update(evaluated)
                 accelerator.log(metrics, step=trainer["step"])
                 if csv_log is not None:
                     csv_log.log(trainer["step"], metrics)
@@ -342,7 +353,7 @@ def finish(run: Run, state: TrainState, last_checkpoint: Path | None) -> dict[st
         check_finite_weights(accelerator.unwrap_model(state.model).backbone, final)
     if cfg.export_at_end and (accelerator.is_main_process or (accelerator.is_local_main_process and not seen_by_main)):
         export_dir = export_backbone(accelerator.unwrap_model(state.model).backbone, run.out / "export", cfg,
-                                     trainer["step"])  # fmt: skip
+                                     trainer["step"], {**trainer, "world_size": run.world})  # fmt: skip
         log.info("exported backbone to %s", export_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -369,8 +380,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """
     cfg = parse_args(PretrainConfig, argv, prog="python -m pretrain", description=__doc__.split("\n")[0])
     run = setup(cfg)
+    monitor = TrainingMonitor.start(cfg, run.accelerator)  # its eval set is checked before anything is built
     state = build(run)
-    last_checkpoint = train_loop(run, state)
+    last_checkpoint = train_loop(run, state, monitor)
     return finish(run, state, last_checkpoint)
 
 

@@ -298,12 +298,14 @@ def save_checkpoint(
 
 
 RESUME_FREE_KEYS = ("resume", "output_dir", "max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                    "export_at_end", "data.shards", "data.cache_dir")  # fmt: skip
+                    "export_at_end", "data.shards", "data.cache_dir", "monitor.", "init.", "log_with",
+                    "trackers")  # fmt: skip
 
 
 def config_changes(saved: Path, cfg: Any) -> list[str]:
     """``key (old → new)`` for every setting that differs from the checkpoint's ``config.yaml``, except the ones
-    that do not change the trajectory (:data:`RESUME_FREE_KEYS`: paths, budget, logging)."""
+    that do not change the trajectory (:data:`RESUME_FREE_KEYS`: paths, budget, logging, the monitor, and the
+    init weights, which a resumed run never re-loads)."""
     import yaml
 
     from lvmmed.config import flatten_config, to_dict

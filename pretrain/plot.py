@@ -1,4 +1,4 @@
-"""Training curves from ``metrics.csv``: loss terms and graph-matching accuracy against steps, as a PNG.
+"""Training curves from ``metrics.csv``: loss terms, graph-matching and monitor accuracy against steps, as a PNG.
 
 ``python -m pretrain.plot runs/pretrain/tiny [--out curve.png]``
 """
@@ -23,26 +23,41 @@ def read_metrics(csv_path: str | Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) if r.get(k) not in (None, "") else float("nan") for r in rows] for k in keys}
 
 
+MONITOR_LABELS = {"monitor_knn_acc": "k-NN", "monitor_lp_acc": "linear probe"}
+
+
+def _series(cols: dict[str, list[float]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of one column without its empty cells (rows of other metrics leave gaps otherwise)."""
+    pairs = [(s, v) for s, v in zip(cols["step"], cols[key]) if v == v]  # v == v: not NaN
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
 def plot_metrics(csv_path: str | Path, png_path: str | Path, title: str = "") -> Path:
-    """Plots ``loss`` and every ``loss_*`` term (left) and ``match_acc`` if logged (right)."""
+    """Plots ``loss`` and every ``loss_*`` term, ``match_acc`` if logged, and the monitor's accuracies if logged
+    (``monitor_knn_acc``, ``monitor_lp_acc``: ``pretrain.monitor``), side by side against steps."""
     cols = read_metrics(csv_path)
     if not cols.get("step"):
         raise ValueError(f"{csv_path} has no metric rows yet")
-    has_acc = "match_acc" in cols
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.6), squeeze=False)
-    ax = axes[0][0]
-    for key in [k for k in cols if k == "loss" or k.startswith("loss_")]:
-        ax.plot(cols["step"], cols[key], label=key, lw=2 if key == "loss" else 1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    if has_acc:
-        ax = axes[0][1]
-        ax.plot(cols["step"], cols["match_acc"], color="tab:green")
+    panels = ["loss"] + ["match"] * ("match_acc" in cols) + ["monitor"] * any(k in cols for k in MONITOR_LABELS)
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.5 + 4.75 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "loss":
+            for key in [k for k in cols if k == "loss" or k.startswith("loss_")]:
+                ax.plot(*_series(cols, key), label=key, lw=2 if key == "loss" else 1)
+            ax.set_ylabel("loss")
+            ax.legend(fontsize=8)
+        elif panel == "match":
+            ax.plot(*_series(cols, "match_acc"), color="tab:green")
+            ax.set_ylabel("graph-matching accuracy")
+            ax.set_ylim(0, 1)
+        else:
+            for key, label in MONITOR_LABELS.items():
+                if key in cols:
+                    ax.plot(*_series(cols, key), marker="o", ms=3, label=label)
+            ax.set_ylabel("monitor accuracy (eval set)")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=8)
         ax.set_xlabel("step")
-        ax.set_ylabel("graph-matching accuracy")
-        ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     fig.suptitle(title or str(Path(csv_path).parent.name))
     fig.tight_layout()
