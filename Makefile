@@ -24,9 +24,12 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) -m demo --out $(DEMO_OUT)
 
+# After the full suite (2 threads), the `learning` tests again at 1 thread: a learned-quality threshold that sits
+# on the edge of CPU/thread-dependent float rounding fails here, not first on another machine (tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
+	LVMMED_TEST_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -m learning tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

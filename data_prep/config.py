@@ -53,7 +53,7 @@ class ConvertConfig:
             to [0, 1) and cuts there (stable when the collection grows); ``official`` keeps the release's own split
             (catalog entries whose release has one): official test stays test, official val stays val, and when the
             release has no val split, val is cut from the official train patients by rank at the val fraction.
-        salt_file: File holding the de-identification salt ("" = ``LVMMED_DEID_SALT`` or the default salt file).
+        salt_file: File holding the de-identification salt ("" = ``LVMMED_SALT`` or the default salt file).
         dedupe: Skip DICOM instances whose SOPInstanceUID was already converted (same pixels, other encoding).
         shard_maxcount: Samples per shard.
         shard_maxsize: Bytes per shard (soft limit, as ``webdataset.ShardWriter``).

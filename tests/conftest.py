@@ -1,4 +1,14 @@
-"""Shared pytest setup: 2 intra-op threads, deterministic seeds, and session-scoped real-data shards."""
+"""Shared pytest setup: the thread count, a fixed de-identification salt, deterministic seeds, and session-scoped
+real-data shards.
+
+Threads: ``LVMMED_TEST_THREADS`` (else ``OMP_NUM_THREADS``, else 2) intra-op threads for torch, the BLAS/OpenMP
+pools (threadpoolctl) and, through ``OMP_NUM_THREADS``, every subprocess. ``make test`` runs the suite at 2 and then
+the ``learning`` tests again at 1, so a threshold that sits on the edge of float rounding fails here first.
+
+Salt: ``LVMMED_SALT`` is pinned to :data:`TEST_SALT`, so shard sets that tests convert from their own trees get the
+same patient pseudonyms, hence the same splits (and the same learned numbers), on every machine, and no test
+creates the private salt file under ``~/.config``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,33 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+TEST_THREADS_ENV = "LVMMED_TEST_THREADS"
+TEST_SALT = "lvmmed-tests-fixed-salt-0001"
+
+
+def session_threads() -> int:
+    """The thread count of this session: ``LVMMED_TEST_THREADS``, else ``OMP_NUM_THREADS``, else 2."""
+    value = os.environ.get(TEST_THREADS_ENV) or os.environ.get("OMP_NUM_THREADS") or "2"
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"{TEST_THREADS_ENV} / OMP_NUM_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+THREADS = session_threads()
+os.environ["OMP_NUM_THREADS"] = str(THREADS)  # subprocesses (and code that reads it, e.g. downstream.run)
+os.environ["LVMMED_SALT"] = TEST_SALT
+torch.set_num_threads(THREADS)  # already at collection time
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _thread_count():
+    """Applies :data:`THREADS` to torch and to the BLAS/OpenMP pools for the whole session."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+    torch.set_num_threads(THREADS)
+    with threadpool_limits(limits=THREADS):
+        yield THREADS
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +52,8 @@ def _seed_everything():
 
     import numpy as np
 
+    if torch.get_num_threads() != THREADS:  # a test changed it and did not restore it
+        torch.set_num_threads(THREADS)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)

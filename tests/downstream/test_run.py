@@ -66,11 +66,34 @@ def test_sgd_cell_grid_and_delta_reload(data_root, tmp_path):
     assert acc == pytest.approx(res["metrics"]["accuracy"])
 
 
-def test_lp_separates_clearly_different_real_classes(data_root, tmp_path):
-    res = run_experiment(cfg_for(data_root, tmp_path, "task=color2d", "method=linear", "split_mode=group",
-                                 "in_chans=3", "max_per_class=200"))  # fmt: skip
+@pytest.mark.learning
+def test_lp_separates_clearly_different_real_classes(data_root, tmp_path, zeroed_backbones):
+    """A linear probe on frozen random-init ``sam_vit_tiny`` features ranks fundus tiles above histology tiles
+    (bundled ``color2d``, group-wise split of seed 0, 18 test tiles of which 4 histology); the control run, with
+    every backbone weight zeroed (constant features), cannot.
+
+    The asserted metric is the test AUROC (separation), not accuracy: the accuracy depends on where the probe puts
+    its decision threshold for a histology block it has never seen, and was < 0.9 for 11 of 60 seeds (min 0.778,
+    the all-fundus answer) although the ranking stayed almost perfect.
+    Measured 2026-12-06 by rerunning this cell with ``seed`` = 0..59 and the control with 0..11 (the seed sets the
+    split and the initialisation), at ``torch.set_num_threads(1)`` and ``(2)`` (identical values):
+
+    ==================  =====  =====  =====  =====  ==  ==========  ===================================
+    statistic           mean   std    min    max    n   threshold   distance
+    ==================  =====  =====  =====  =====  ==  ==========  ===================================
+    test AUROC          0.997  0.010  0.964  1.000  60  >= 0.9      9.7 std below the mean
+    control AUROC       0.500  0      0.500  0.500  12  < 0.9       constant features: exactly chance
+    (accuracy)          0.972  0.062  0.778  1.000  60  (none)      the old ``>= 0.9`` was 1.2 std away
+    ==================  =====  =====  =====  =====  ==  ==========  ===================================
+    """
+    cells = ["task=color2d", "method=linear", "split_mode=group", "in_chans=3", "max_per_class=200"]
+    res = run_experiment(cfg_for(data_root, tmp_path / "trained", *cells))
     assert res["status"] == "ok", res["error"]
-    assert res["n_test"] >= 6 and res["metrics"]["accuracy"] >= 0.9
+    assert res["n_test"] >= 6 and res["metrics"]["auroc"] >= 0.9
+    zeroed_backbones()
+    control = run_experiment(cfg_for(data_root, tmp_path / "control", *cells))
+    assert control["status"] == "ok", control["error"]
+    assert control["metrics"]["auroc"] < 0.9
 
 
 def test_incompatible_cell_is_recorded_not_raised(data_root, tmp_path):

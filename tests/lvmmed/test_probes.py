@@ -48,8 +48,8 @@ def test_knn_and_probe_separate_real_tissue_classes(bundled_shards):
 
     The asserted accuracies are deterministic on every machine (public-salt split; sklearn on one BLAS thread) and
     equal at ``torch.set_num_threads(1)`` and ``(2)``: k-NN 0.867, LP 0.925, majority 0.575. Their seeded spread,
-    measured 2026-12-06 with ``/work/notes/helper-F/measure_probes_mni.py`` at 1 and 2 threads (identical): a
-    bootstrap of the 294 query patches (seeds 0..19) for the trained values, permutation seeds 0..19 for the control.
+    measured 2026-12-06 at 1 and 2 threads (identical): a bootstrap of the 294 query patches (seeds 0..19) for the
+    trained values, the label permutation seeds 0..19 for the control.
 
     ====================  =====  =====  =====  =====  ==  =========  ==========================================
     statistic             mean   std    min    max    n   threshold  distance

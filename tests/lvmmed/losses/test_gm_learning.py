@@ -144,6 +144,7 @@ def deterministic_algorithms():
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test__paper_gm_loss_learns_and_fails_without_the_blackbox_gradient(monkeypatch, deterministic_algorithms):
     config = GraphMatchingConfig()
     assert config.aux == "none" and config.hamming_weight == 1.0, "the default must be the paper's loss alone"

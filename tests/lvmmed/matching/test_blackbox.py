@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lvmmed.matching.blackbox import blackbox_match
@@ -23,6 +24,7 @@ def _instance(make_qap, n: int, seed: int, diagonal: float):
     return qap, cv, ce, torch.eye(ce.shape[1])
 
 
+@pytest.mark.learning
 def test__one_sgd_step_along_the_gradient_lowers_the_hamming_loss(make_qap):
     improved, wrong = 0, 0
     lam = 0.5
