@@ -102,7 +102,7 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
     scan = scan_release(src, release)
     table = _LabelTable(src, _label_source(release, cfg), notes)
     multi = bool(table.labels and (table.labels.multi_sep or table.labels.kind == "onehot"))
-    tasks, failures, classes_of, files = [], [], {}, 0
+    tasks, failures, classes_of, files, volumes = [], [], {}, 0, 0
     n_volumes = sum(1 for it in scan.items if suffix_of(it.rel) in VOLUME_SUFFIXES)
     for item in scan.items:
         if item.missing and not masks_optional_for(release, item):
@@ -127,7 +127,8 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
         }  # fmt: skip
         if volume:
             new = axis_tasks(index, files, "data_prep.plan_release:process_volume", item.rel, [str(src / item.rel)],
-                             [patient], params, list(cfg["axes"]), n_volumes)  # fmt: skip
+                             [patient], params, list(cfg["axes"]), n_volumes, volumes)  # fmt: skip
+            volumes += 1
         else:
             params["source_index"] = files
             new = [Task(index, "data_prep.plan_release:process_image2d", item.rel, [str(src / item.rel)], [patient],

@@ -5,8 +5,8 @@ Per task, a worker runs the processor, keeps the encoded tar bytes of its sample
 to receive every sample through a pipe, hash it and write it: a third of the run's CPU). The main process places
 the samples in task order (:meth:`~data_prep.writer.ShardSetWriter.place`) and sends the placement to the worker
 that holds them; a thread of that worker writes them at their offsets (:func:`~data_prep.shard_parts.write_runs`)
-while its main thread converts the next task. A full shard whose samples are all written is hashed by a worker
-(:func:`~data_prep.shard_parts.finish_shard`); the main process fsyncs, renames and journals it, in the order a
+while its main thread converts the next task. A full shard whose samples are all written is hashed and fsynced by
+a worker (:func:`~data_prep.shard_parts.finish_shard`); the main process renames and journals it, in the order a
 single process would. At most ``window`` tasks are in flight, so the samples held in the workers stay few.
 
 A worker that dies (killed, out of memory) takes its task and the samples it holds with it: the run stops with an

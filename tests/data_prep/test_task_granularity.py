@@ -27,10 +27,15 @@ def test_axis_tasks_write_the_same_shards_as_volume_tasks(tmp_path, convert_fold
     split = convert_folder(src, tmp_path / "axis", "nifti", **opts)
     assert split.n_tasks == 6  # 2 volumes x 3 axes (fewer than AXIS_TASKS_BELOW volumes)
     monkeypatch.setattr(plan_volumes, "AXIS_TASKS_BELOW", 1)
+    monkeypatch.setattr(plan_volumes, "TAIL_AXIS_VOLUMES", 1)
+    tail = convert_folder(src, tmp_path / "tail", "nifti", **opts)
+    assert tail.n_tasks == 4  # a larger collection: only its last volume is split (1 + 3 tasks)
+    monkeypatch.setattr(plan_volumes, "TAIL_AXIS_VOLUMES", 0)
     whole = convert_folder(src, tmp_path / "volume", "nifti", **opts)
     assert whole.n_tasks == 2
-    assert _shard_bytes(tmp_path / "axis") == _shard_bytes(tmp_path / "volume")
+    assert _shard_bytes(tmp_path / "axis") == _shard_bytes(tmp_path / "volume") == _shard_bytes(tmp_path / "tail")
     assert load_manifest(tmp_path / "axis").data["counts"] == load_manifest(tmp_path / "volume").data["counts"]
+    assert load_manifest(tmp_path / "tail").data["counts"] == load_manifest(tmp_path / "volume").data["counts"]
 
 
 def test_writer_bytes_and_hash_match_webdataset_and_the_file(tmp_path):
