@@ -54,3 +54,17 @@ def test_writer_bytes_and_hash_match_webdataset_and_the_file(tmp_path):
         ours = tmp_path / "ours" / record["name"]
         assert ours.read_bytes() == (tmp_path / f"ref-{k:06d}.tar").read_bytes()
         assert record["sha256"] == sha256_file(ours) and record["bytes"] == ours.stat().st_size
+
+
+def test_only_the_last_volumes_of_a_larger_collection_become_axis_tasks():
+    """At AXIS_TASKS_BELOW volumes and more, the last TAIL_AXIS_VOLUMES volumes are cut per axis (the rest: one task
+    each), counted by ``volume_index`` when the files also hold 2-D images."""
+    n = plan_volumes.AXIS_TASKS_BELOW + 1
+    per_volume = [
+        len(plan_volumes.axis_tasks(0, i, "m:f", f"v{i}", [f"v{i}"], ["g"], {}, [0, 1, 2], n)) for i in range(n)
+    ]
+    tail = plan_volumes.TAIL_AXIS_VOLUMES
+    assert tail >= 1 and per_volume == [1] * (n - tail) + [3] * tail
+    # the rank among volumes decides, not the file index
+    assert len(plan_volumes.axis_tasks(0, n + 5, "m:f", "v", ["v"], ["g"], {}, [0, 1, 2], n, volume_index=0)) == 1
+    assert len(plan_volumes.axis_tasks(0, 0, "m:f", "v", ["v"], ["g"], {}, [0, 1, 2], n, volume_index=n - 1)) == 3
