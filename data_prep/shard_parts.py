@@ -88,12 +88,3 @@ def _hash_fd(fd: int, size: int, path: str) -> str:
         digest.update(view[:n])
         offset, left = offset + n, left - n
     return digest.hexdigest()
-
-
-def fsync_file(path: str) -> None:
-    """fsyncs a file written by other processes (fsync acts on the file, whichever descriptor asks)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
