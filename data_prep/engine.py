@@ -67,7 +67,8 @@ class RunResult:
     root: Path
     manifest: dict[str, Any]
     failures: list[dict[str, str]]
-    n_tasks: int  # input files (a task holds one file, or every file of a DICOM series)
+    n_tasks: int  # input files (a task holds one file, or every file of a DICOM series; a volume cut into axis tasks
+    # is one file)
     written: int
     resumed: int
     seconds: float
@@ -233,13 +234,22 @@ def run_tasks(
     writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
     failures: list[dict[str, str]] = []
     failed_files, files_of = 0, {t.index: max(1, len(t.paths)) for t in tasks}
+    # A volume cut into axis tasks (data_prep.plan_volumes) is one input file: counted by its first task, lost once.
+    axis_source = {t.index: t.params["source_index"] for t in tasks if "axis_rank" in t.params}
+    n_inputs = sum(files_of[t.index] for t in tasks if not t.params.get("axis_rank", 0))
+    lost_sources: set[int] = set()
     bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
 
     def on_result(index: int, n_samples: int, task_failures: list[dict[str, str]]) -> None:
         nonlocal failed_files
         failures.extend(task_failures)
         n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
-        failed_files += files_of.get(index, 1) if n_errors and not n_samples else n_errors
+        if not (n_errors and not n_samples):
+            failed_files += n_errors
+        elif axis_source.get(index) not in lost_sources:
+            failed_files += files_of.get(index, 1)
+            if index in axis_source:
+                lost_sources.add(axis_source[index])
         bar.update(1)
 
     try:
@@ -251,7 +261,6 @@ def run_tasks(
         bar.close()
     write_failures(out, failures)
     n_errors = sum(1 for f in failures if f["kind"] in ERROR_KINDS)
-    n_inputs = sum(files_of.values())
     extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, "input_files": n_inputs,
              "failed_files": failed_files, **(extra_manifest or {})}  # fmt: skip
     manifest = build_manifest(
