@@ -89,7 +89,7 @@ def _convert(src: Path, out: Path, workers: int, size: int) -> dict:
             "cpu_workers": round(kids1 - kids0, 3), "cores_used": round(cpu / seconds, 2),
             "cpu_ms_per_slice": round(1000 * cpu / n, 4), "cpu_main_ms_per_slice": round(1000 * (main1 - main0) / n, 4),
             "cpu_workers_ms_per_slice": round(1000 * (kids1 - kids0) / n, 4),
-            "tasks": result.n_tasks, "bytes": sum(s["bytes"] for s in result.manifest["shards"]),
+            "input_files": result.n_tasks, "bytes": sum(s["bytes"] for s in result.manifest["shards"]),
             "failures": len(result.failures)}  # fmt: skip
 
 
