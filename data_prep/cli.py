@@ -71,6 +71,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from lvmmed.errors import EXIT_CODES_HELP
 
+    from .formats import FORMATS
+
     parser = argparse.ArgumentParser(
         prog="python -m data_prep", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
     )
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="catalog entry (python -m data_prep list)")
     p.add_argument("--src", required=True, type=Path, help="input folder, file, or .tar/.tar.gz/.zip archive")
     p.add_argument("--out", required=True, type=Path, help="output shard directory")
-    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images", "metaimage", "hdf5"],
+    p.add_argument("--format", default=None, choices=FORMATS.names(),
                    help="reader for --src")  # fmt: skip
     p.add_argument("--labels", default=None, help="CSV file,label of image-level labels")
     p.add_argument("--name", dest="dataset_name", default=None, help="dataset name in the manifest")

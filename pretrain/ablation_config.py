@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.registry import check_choice
+
 SOURCES = ("pretrain", "random")
 
 
@@ -49,8 +51,7 @@ class VariantSpec:
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
             raise ValueError(f"variants[].name must be a non-empty directory-safe name, got {self.name!r}")
-        if self.source not in SOURCES:
-            raise ValueError(f"variants[].source must be one of {SOURCES}, got {self.source!r}")
+        check_choice(self.source, SOURCES, "variants[].source")
         if self.source == "random" and self.overrides:
             raise ValueError(f"variant {self.name!r}: a random-init variant takes no pretraining overrides")
         if not self.label:
