@@ -24,8 +24,8 @@ from pathlib import Path
 from downstream.config import DownstreamConfig
 from downstream.metrics import METRIC_NAMES
 from downstream.shard_tasks import task_label
-from downstream.stats import mean_std
 from lvmmed.config import ConfigError, load_config
+from lvmmed.stats import mean_std
 
 
 def run_dir(cfg: DownstreamConfig, seed: int) -> Path:

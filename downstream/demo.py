@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from downstream.config import DownstreamConfig
-from downstream.stats import mean_std
 from lvmmed.config import load_config
+from lvmmed.stats import mean_std
 
 DEMO_METHODS = ("linear", "vp-pad", "movl", "vpt-deep")
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "downstream" / "demo.yaml"

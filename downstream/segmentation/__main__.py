@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from downstream.segmentation.config import SegmentationConfig
 from lvmmed.config import parse_args
+from lvmmed.stats import mean_std
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         all_ok &= res["status"] == "ok"
         per_seed.append(res.get("metrics") or {})
     if len(seeds) > 1:
-        from pathlib import Path
-
-        from downstream.stats import mean_std
-
         keys = sorted({k for m in per_seed for k in m})
         agg = {k: mean_std([m.get(k) for m in per_seed if m.get(k) is not None]) for k in keys}
         summary = {"seeds": seeds, "mean_std": {k: list(v) for k, v in agg.items()}}
