@@ -18,8 +18,8 @@ from typing import Any
 
 from lvmmed.data.readers import ImageRecord
 
-from .engine import Task
 from .records_to_samples import normalize_record
+from .tasks import Task
 
 AXIS_TASKS_BELOW = 8  # volumes: fewer than this are split into axis tasks (a property of the input, not of workers)
 _CACHE: dict[tuple, tuple[ImageRecord, tuple[ImageRecord, list[float]]]] = {}
