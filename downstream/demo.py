@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from downstream.config import DownstreamConfig
+from downstream.run import run_experiment
 from lvmmed.config import load_config
 from lvmmed.stats import mean_std
 
@@ -44,8 +45,6 @@ def run_demo_downstream(
         task: Task name.
         overrides: Extra ``key=value`` overrides applied to every cell.
     """
-    from downstream.run import run_experiment
-
     base = load_config(
         DownstreamConfig,
         DEMO_CONFIG if DEMO_CONFIG.is_file() else None,
