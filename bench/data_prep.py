@@ -27,24 +27,34 @@ Usage: ``python bench/data_prep.py [--quick] [--size 224] [--out bench/results/d
 from __future__ import annotations
 
 import argparse
+import cProfile
+import hashlib
 import io
 import json
 import os
+import pstats
 import resource
 import shutil
-import sys
+import tarfile
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nibabel as nib
 import numpy as np
+import webdataset as wds
 
 from bench._common import BenchRun
+from data_prep.convert import convert, resolve_config
+from data_prep.encode import apply_channels, make_sample
+from data_prep.records_to_samples import normalize_record, resize, slices
+from data_prep.writer import tar_members
+from lvmmed.config import to_dict
 from lvmmed.data import samples
+from lvmmed.data.readers import read_nifti
 
 
 def _volumes() -> list[Path]:
@@ -67,16 +77,12 @@ def _prepare(folder: Path, min_slices: int) -> tuple[int, int]:
 
 
 def _config(workers: int, size: int):
-    from data_prep.convert import resolve_config
-
     return resolve_config(None, None, [
         "format=nifti", "modality=MR", "axes=[0,1,2]", f"image_size={size}", f"workers={workers}", "name=bench",
     ])  # fmt: skip
 
 
 def _convert(src: Path, out: Path, workers: int, size: int) -> dict:
-    from data_prep.convert import convert
-
     cfg = _config(workers, size)
     (main0, kids0), start = _cpu_split(), time.perf_counter()
     result = convert(src, out, cfg, overwrite=True, progress=False)
@@ -105,8 +111,6 @@ def _cpu() -> float:
 
 def _written_slices(shards: Path) -> dict[int, list[tuple[int, int]]]:
     """``{source_index: [(axis, slice_index), ...]}`` of the samples a conversion wrote (from meta.json)."""
-    import tarfile
-
     kept: dict[int, list[tuple[int, int]]] = {}
     for shard in sorted(shards.glob("*.tar")):
         with tarfile.open(shard) as tar:
@@ -119,8 +123,6 @@ def _written_slices(shards: Path) -> dict[int, list[tuple[int, int]]]:
 
 def _raw(src: Path, out: Path, kept: dict[int, list[tuple[int, int]]]) -> dict:
     """Bound: nibabel read (RAS+, as the converter) + the same slices, raw, into tars; no processing/manifest."""
-    import webdataset as wds
-
     out.mkdir(parents=True, exist_ok=True)
     cpu0, start = _cpu(), time.perf_counter()
     n, size = 0, 0
@@ -144,8 +146,6 @@ def _stages(src: Path, size: int, repeats: int = 3) -> dict:
     """CPU ms per written slice of each stage, one process, the first volume: the converter's stages (the library
     calls ``process_nifti`` makes, shard bytes hashed and written as the writer does) and the raw bound's. Each
     stage's figure is the least of ``repeats`` passes (a shared machine only adds time)."""
-    from lvmmed.config import to_dict
-
     file, cfg = sorted(src.glob("*.nii.gz"))[0], to_dict(_config(1, size))
     passes = [_stage_pass(file, cfg, size) for _ in range(repeats)]
     out: dict = {"slices": passes[0][2], "repeats": repeats}
@@ -156,14 +156,6 @@ def _stages(src: Path, size: int, repeats: int = 3) -> dict:
 
 
 def _stage_pass(file: Path, cfg: dict, size: int) -> tuple[dict, dict, int]:
-    import hashlib
-    import tarfile
-
-    from data_prep.encode import apply_channels, make_sample
-    from data_prep.records_to_samples import normalize_record, resize, slices
-    from data_prep.writer import tar_members
-    from lvmmed.data.readers import read_nifti
-
     spent: dict[str, float] = {}
 
     def timed(stage: str, fn, *args):
@@ -199,11 +191,6 @@ def _stage_pass(file: Path, cfg: dict, size: int) -> tuple[dict, dict, int]:
 
 def _profile(src: Path, out: Path, size: int, top: int = 15) -> list[dict]:
     """cProfile of a single-process conversion of the first volume: the top entries by own time."""
-    import cProfile
-    import pstats
-
-    from data_prep.convert import convert
-
     one = out / "src"
     one.mkdir(parents=True)
     shutil.copy(sorted(src.glob("*.nii.gz"))[0], one / "vol000.nii.gz")
@@ -219,8 +206,6 @@ def _profile(src: Path, out: Path, size: int, top: int = 15) -> list[dict]:
 
 
 def _libraries() -> dict:
-    from importlib.metadata import version  # not `import torch`: the parent must stay fork-safe
-
     return {"numpy": np.__version__, "pillow": version("pillow"), "nibabel": nib.__version__}
 
 

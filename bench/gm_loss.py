@@ -37,14 +37,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch.nn.functional as F
 
 from bench import _gm_solver as gms
 from bench._common import BenchRun
@@ -52,6 +50,7 @@ from bench._gm_solver import DIM, HARD_NOISE, NOISE, K
 from lvmmed.losses import GraphMatchingLoss, NTXentLoss
 from lvmmed.matching import QAP, knn_graph, solve
 from lvmmed.matching.affinity import edge_factors
+from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.solvers import hungarian
 
 _views = gms.views
@@ -160,10 +159,6 @@ def _single_thread(sizes: list[int], variants: dict[str, dict], repeats: int) ->
 
 def _stages(n: int, repeats: int = 3) -> dict:
     """Process-CPU ms of each stage of one factorised fwd+bwd (the loss's own steps, re-run one by one)."""
-    import torch.nn.functional as F
-
-    from lvmmed.matching.blackbox import BlackBoxMatching
-
     loss = GraphMatchingLoss(DIM, k=K)
     z0, z1 = _views(n, 3)
 

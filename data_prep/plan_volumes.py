@@ -20,8 +20,8 @@ from typing import Any
 
 from lvmmed.data.readers import ImageRecord
 
-from .engine import Task
 from .records_to_samples import normalize_record
+from .tasks import Task
 
 AXIS_TASKS_BELOW = 8  # volumes: fewer than this are split into axis tasks (a property of the input, not of workers)
 TAIL_AXIS_VOLUMES = 2  # the last volumes of a larger collection, split into axis tasks: the tail is 1/3 volume

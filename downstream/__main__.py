@@ -22,10 +22,20 @@ import sys
 from pathlib import Path
 
 from downstream.config import DownstreamConfig
+from downstream.inputs import adapt_images, input_spec_of
 from downstream.metrics import METRIC_NAMES
-from downstream.shard_tasks import task_label
-from downstream.stats import mean_std
-from lvmmed.config import ConfigError, load_config
+from downstream.multilabel import MULTILABEL_METRICS
+from downstream.registry import is_segmentation, method_task, resolve_key
+from downstream.run import evaluate_split, load_delta, load_task_of, run_experiment
+from downstream.runtime import resolve_device, strict_json_text
+from downstream.segmentation.__main__ import main as segmentation_main
+from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
+from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir, task_label
+from downstream.splits import load_splits
+from downstream.tasks import TASKS, TaskDataError
+from lvmmed.config import ConfigError, load_config, to_yaml
+from lvmmed.errors import EXIT_CODES_HELP, format_error
+from lvmmed.stats import mean_std
 
 
 def run_dir(cfg: DownstreamConfig, seed: int) -> Path:
@@ -36,9 +46,6 @@ def run_dir(cfg: DownstreamConfig, seed: int) -> Path:
 
 def list_tasks_text() -> str:
     """The ``list-tasks`` text: bundled classification and segmentation tasks, then how to add a shard set."""
-    from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
-    from downstream.tasks import TASKS
-
     lines = ["Bundled classification tasks (python -m data_prep bundled --out runs/shards builds their shard sets):"]
     for name, spec in sorted(TASKS.items()):
         needs = f" [needs {spec.requires}]" if spec.requires else ""
@@ -61,11 +68,6 @@ def list_tasks_text() -> str:
 
 def _reevaluate(directory: Path) -> int:
     import numpy as np
-
-    from downstream.inputs import adapt_images, input_spec_of
-    from downstream.run import evaluate_split, load_delta, load_task_of
-    from downstream.runtime import resolve_device
-    from downstream.splits import load_splits
 
     cfg = load_config(DownstreamConfig, directory / "config.yaml")
     method = load_delta(directory, cfg)
@@ -99,9 +101,6 @@ def check_task_and_method(task: str, method: str, task_kind: str = "auto") -> st
     Raises:
         ValueError: Unknown method key, or a task of the other family (message says what to use instead).
     """
-    from downstream.registry import is_segmentation, method_task, resolve_key
-    from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir
-
     try:
         resolve_key(method)
     except KeyError as err:
@@ -123,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["list-tasks"]:
         print(list_tasks_text())
         return 0
-    from lvmmed.errors import EXIT_CODES_HELP
 
     parser = argparse.ArgumentParser(
         prog="python -m downstream", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
@@ -136,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
         return _reevaluate(args.eval)
-    from downstream.tasks import TaskDataError
 
     peek = _peek(args.config, args.overrides)
     try:
@@ -145,16 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TaskDataError) as err:
         parser.error(str(err))
     if family == "segmentation":
-        from downstream.segmentation.__main__ import main as segmentation_main
-
         return segmentation_main([*(["--config", str(args.config)] if args.config else []), *args.overrides])
     try:
         cfg = load_config(DownstreamConfig, args.config, args.overrides)
     except (ConfigError, ValueError) as err:
         parser.error(str(err))
     if args.print_config:
-        from lvmmed.config import to_yaml
-
         print(to_yaml(cfg))
         return 0
     return run_seeds(cfg, explicit_seed=any(o.startswith("seed=") for o in args.overrides))
@@ -162,10 +155,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
     """One ``run_experiment`` per seed, a mean ± std table and ``summary.json``; 1 when a run failed."""
-    from downstream.multilabel import MULTILABEL_METRICS
-    from downstream.run import run_experiment
-    from downstream.runtime import strict_json_text
-
     seeds = [cfg.seed] if explicit_seed else list(cfg.seeds)
     results = []
     for seed in seeds:
@@ -200,8 +189,6 @@ def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
     out.write_text(strict_json_text(summary))
     failed = [r for r in results if r["status"] != "ok"]
     if failed:  # the error contract's one line, last on stderr
-        from lvmmed.errors import format_error
-
         first = failed[0]
         fix = first.get("fix") or f"see {first['output_dir']}/error.txt for the traceback"
         message = f"{len(failed)} of {len(results)} runs failed; seed {first['seed']}: {first['error']}"

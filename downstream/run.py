@@ -38,6 +38,8 @@ from downstream.runtime import recorded_run, resolve_device, seed_everything
 from downstream.shard_tasks import is_shard_task, load_shard_task
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
+from lvmmed import create_backbone
+from lvmmed.config import load_config
 from lvmmed.errors import InputError
 
 
@@ -48,8 +50,6 @@ def prepare_inputs(images: np.ndarray, cfg: DownstreamConfig, device: torch.devi
 
 def build_for(cfg: DownstreamConfig, num_classes: int) -> Method:
     """Backbone from the weight source + method, as the registry builds it."""
-    from lvmmed import create_backbone
-
     weights = None if cfg.weights in ("", "random", "none") else cfg.weights
     backbone = create_backbone(cfg.backbone, in_chans=cfg.in_chans, pretrained=weights, img_size=cfg.img_size)
     return build_method(cfg.method, backbone, num_classes, cfg)
@@ -117,8 +117,6 @@ def save_delta(method: Method, cfg: DownstreamConfig, out_dir: Path) -> Path:
 def load_delta(out_dir: str | Path, cfg: DownstreamConfig | None = None) -> Method:
     """Rebuilds a trained method from ``output_dir`` (its config.yaml) and its delta checkpoint."""
     from safetensors.torch import load_file
-
-    from lvmmed.config import load_config
 
     out_dir = Path(out_dir)
     cfg = cfg or load_config(DownstreamConfig, out_dir / "config.yaml")

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.config import load_config
 from lvmmed.registry import check_choice
+from pretrain.config import PretrainConfig
 
 SOURCES = ("pretrain", "random")
 
@@ -151,3 +153,16 @@ class AblationConfig:
             raise ValueError(f"ablation.seeds must be unique and non-empty, got {self.seeds}")
         if self.workers < 1 or self.threads_per_worker < 1:
             raise ValueError("ablation.workers and threads_per_worker must be >= 1")
+
+
+def resolved_max_steps(cfg: AblationConfig) -> dict[str, int]:
+    """Each pretrained variant's step budget (base config + shared overrides + its own).
+
+    Resolving every variant's pretraining config here also rejects a bad variant override at start-up (exit 2),
+    before any cell runs.
+    """
+    return {
+        v.name: load_config(PretrainConfig, cfg.pretrain_config, [*cfg.pretrain_overrides, *v.overrides]).max_steps
+        for v in cfg.variants
+        if v.source != "random"
+    }

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from downstream.segmentation.config import SegmentationConfig
+from downstream.segmentation.run import flat_metrics, reevaluate, run_segmentation
 from lvmmed.config import parse_args
+from lvmmed.stats import mean_std
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one cell per seed in ``seeds`` (or just ``seed`` when ``--single``) and prints a one-line summary each."""
-    from downstream.segmentation.run import run_segmentation
-
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--eval"] and len(args) == 2:
-        from downstream.segmentation.run import flat_metrics, reevaluate
-
         print(json.dumps(flat_metrics(reevaluate(args[1])), indent=1))
         return 0
     # As `python -m downstream`: seed=<n> on the command line (or --single) runs that seed only.
@@ -43,10 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         all_ok &= res["status"] == "ok"
         per_seed.append(res.get("metrics") or {})
     if len(seeds) > 1:
-        from pathlib import Path
-
-        from downstream.stats import mean_std
-
         keys = sorted({k for m in per_seed for k in m})
         agg = {k: mean_std([m.get(k) for m in per_seed if m.get(k) is not None]) for k in keys}
         summary = {"seeds": seeds, "mean_std": {k: list(v) for k, v in agg.items()}}
