@@ -13,6 +13,7 @@ import argparse
 import logging
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,11 @@ from lvmmed.config import ConfigError, load_config, to_dict
 from lvmmed.data.shards import MANIFEST_NAME
 from lvmmed.errors import format_error
 
+from .catalog import check_layout, get_entry
 from .config import ConvertConfig
 from .engine import ERROR_KINDS, RunResult, run_tasks
 from .formats import FORMATS, release_planner
+from .manifest import write_failures, write_manifest
 from .safety import extract_archive, is_archive
 
 PROG = "python -m data_prep"
@@ -196,9 +199,6 @@ def _convert_folder(
     dry_run: bool = False,
     show_plan: Callable[[str], None] | None = None,
 ) -> RunResult | Plan:
-    from .catalog import check_layout, get_entry
-    from .manifest import write_failures, write_manifest
-
     entry = get_entry(catalog_name) if catalog_name else None
     if entry is not None:
         check_layout(entry, folder)
@@ -241,7 +241,6 @@ def _convert_folder(
 
 def convert_cli(args: argparse.Namespace) -> int:
     """``python -m data_prep convert ...``; returns the exit status."""
-    from .catalog import get_entry
 
     entry = get_entry(args.name) if args.name else None
     if entry is None and args.format is None:
@@ -283,8 +282,6 @@ def report(result: RunResult, max_failure_fraction: float) -> int:
         for f in result.failures[:5]:
             print(f"  [{f['kind']}] {f['file']}: {f['reason'][:200]}")
     if result.errors:
-        from collections import Counter
-
         kinds = Counter(f["kind"] for f in result.errors)
         print("failure kinds: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     if counts["total"] == 0:

@@ -6,12 +6,14 @@ The keys most runs change are top-level: ``output_dir`` (where checkpoints, logs
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 
 from lvmmed.data.augment import AugmentConfig
 from lvmmed.data.shard_sets import DataConfig
 from lvmmed.losses import LossConfig
+from lvmmed.models import check_backbone_name
 from lvmmed.registry import check_choice
 from pretrain.projectors import PROJECTORS
 
@@ -44,8 +46,6 @@ class ModelConfig:
     proj_layers: int = 2
 
     def __post_init__(self) -> None:
-        from lvmmed.models import check_backbone_name
-
         check_backbone_name(self.backbone, "model.backbone")
         if self.in_chans not in (1, 3):
             raise ValueError(f"model.in_chans must be 1 or 3, got {self.in_chans}")
@@ -235,8 +235,6 @@ class PretrainConfig:
 
 def check_loggers(names: list[str]) -> None:
     """Config validation: every logger is known and its package is installed (a clear error names the install)."""
-    import importlib.util
-
     for name in names:
         if name not in TRACKER_PACKAGES:
             raise ValueError(f"log_with: unknown logger '{name}'; choose from {sorted(TRACKER_PACKAGES)} or []")
