@@ -99,3 +99,14 @@ def test_a_set_without_masks_or_from_another_grid_is_refused(bundled_shards, tmp
         build_sector_task(bundled_shards["dicom_modality"], "brain_sector", PP)
     with pytest.raises(TaskDataError, match="data_prep"):
         load_task("brain_sector", tmp_path)
+
+
+def test_the_task_config_loads_at_the_pretraining_resolution():
+    from pathlib import Path
+
+    from downstream.config import DownstreamConfig
+    from lvmmed.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "downstream" / "brain_sector.yaml"
+    cfg = load_config(DownstreamConfig, path)
+    assert cfg.task == "brain_sector" and cfg.patch_size == cfg.img_size == 64  # no resize of the patches
