@@ -10,13 +10,16 @@ Stages (each prints its wall time; each is skipped when its outputs exist, so a 
    pretrain.demo`` (``python -m pretrain`` on ``configs/pretrain/tiny_cpu.yaml`` + a curves PNG) at an equal step
    budget, with the LVM-Med graph-matching loss and with the SimCLR NT-Xent baseline, once per benchmark seed
    (pretraining seed = downstream seed), on the *train* split only of ``pretrain_sets`` (the downstream test
-   split, and Colin27, the OOD set, stay unseen).
-3. **benchmark**: ``configs/benchmark/demo.yaml``: tissue classification × {LP, VPT-deep} × {random, ours_gm,
-   ours_simclr} × 3 seeds, and brain-tissue segmentation (seg-unet on the frozen encoder, random vs ours_gm;
-   ``seg=false`` skips it). Seed s of a pretrained column reads pretraining run s (``{seed}`` in the weight
-   source), so the paired differences over seeds include the spread between pretraining runs.
+   split, and Colin27, the OOD set, stay unseen), with the online k-NN monitor on (``monitor``).
+3. **benchmark**: ``configs/benchmark/demo.yaml``: the headline task ``brain_sector`` (64-px MNI152 patches at the
+   pretraining resolution labelled by brain sector, interleaved thin-slab split) × {LP, k-NN}, tissue
+   classification × {LP, VPT-deep}, each × {random, ours_gm, ours_simclr} × 3 seeds, and brain-tissue
+   segmentation (seg-unet on the frozen encoder, random vs ours_gm; ``seg=false`` skips it). Seed s of a
+   pretrained column reads pretraining run s (``{seed}`` in the weight source), so the paired differences over
+   seeds include the spread between pretraining runs.
 4. **report**: ``<out>/benchmark/report.md``; its first table answers "did our pretraining beat random init and
-   SimCLR on held-out data?" with mean ± std, 95% CIs and paired tests.
+   SimCLR on held-out data?" with mean ± std, 95% CIs and paired tests; its power note says how large a
+   difference each task × method can resolve.
 
 Usage: ``python -m demo --out runs/demo [key=value ...]`` with keys of :class:`DemoConfig`
 (e.g. ``pretrain_steps=100 seeds=[0,1]``). The resolved config is saved as ``<out>/demo_config.yaml``, stage
@@ -69,6 +72,12 @@ class DemoConfig:
             pretraining run per loss (seed ``seeds[0]``) shared by every benchmark seed, about 1.5 min faster.
         parallel_pretrain: Run the GM and the NT-Xent pretraining at the same time, one thread each (on 2 cores
             this beats two 2-thread runs in a row, whose small ops do not scale to 2 threads).
+        monitor: Run the online k-NN monitor in every pretraining run (``monitor.*`` of the pretraining config):
+            64-px tissue patches of the ``mni152`` shards (the pretraining view size; memory = its train split,
+            queries = its val split), evaluated at steps 0, ``monitor_every``... and the last; the k-NN accuracy
+            is in each run's ``metrics.csv``/``curves.png`` and in the report's notes. It does not change training
+            (every RNG restored: identical losses on or off).
+        monitor_every: Steps between monitor evaluations.
         seg: Keep the segmentation task of the benchmark config (seg-unet with a frozen encoder, random vs ours_gm;
             about 1.5 min of the demo on 2 cores). ``seg=false`` drops it.
         readme: Markdown file whose ``demo-excerpt`` block is rewritten from this run's report
@@ -87,6 +96,8 @@ class DemoConfig:
     benchmark_overrides: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     seg: bool = True
+    monitor: bool = True
+    monitor_every: int = 25
     parallel_pretrain: bool = True
     pretrain_per_seed: bool = True
     readme: str = ""
@@ -203,6 +214,14 @@ def benchmark_config(cfg: DemoConfig, out: Path, notes: str):
     return bench
 
 
+def monitor_overrides(shards: Path, every: int) -> list[str]:
+    """Pretraining overrides of the demo's online k-NN monitor (:class:`DemoConfig` ``monitor``)."""
+    return [
+        f"monitor.eval_set={shards / 'mni152'}", "monitor.labels=mask", "monitor.patch_size=64",
+        "monitor.patch_stride=16", "monitor.max_samples=300", f"monitor.eval_every={every}",
+    ]  # fmt: skip
+
+
 def _pretrain_note(run_dir: Path) -> str:
     """One line about a pretraining run (last logged step, loss, matching accuracy, curve PNG) for the report."""
     metrics = run_dir / "metrics.csv"
@@ -216,6 +235,10 @@ def _pretrain_note(run_dir: Path) -> str:
     parts = [f"step {last.get('step')}", f"loss {float(last['loss']):.4f}"] if last.get("loss") else []
     if last.get("match_acc"):
         parts.append(f"matching accuracy {float(last['match_acc']):.3f} (batch-level, training views)")
+    knn = [(row["step"], float(row["monitor_knn_acc"])) for row in rows if row.get("monitor_knn_acc")]
+    if len(knn) > 1:
+        parts.append(f"monitor k-NN (tissue, val) {knn[0][1]:.3f} at step {knn[0][0]} → {knn[-1][1]:.3f} at step "
+                     f"{knn[-1][0]}")  # fmt: skip
     curves = run_dir / "curves.png"
     if curves.is_file():
         parts.append(f"curves: ![{run_dir.name}](../{run_dir.name}/curves.png)")
@@ -278,6 +301,7 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
             *("--max-steps", str(cfg.pretrain_steps), "--config", cfg.pretrain_config),
             f"data.shards=[{','.join(sets)}]",
             f"seed={seed}",
+            *(monitor_overrides(shards, cfg.monitor_every) if cfg.monitor else []),
             *cfg.pretrain_overrides,
         ]
         jobs.append(("pretrain.demo", args, out / "logs" / f"{name}.log"))

@@ -278,6 +278,9 @@ class DownstreamConfig:
         data_root: Directory holding the shard sets (``<data_root>/<set name>``).
         patch_size / patch_stride / max_per_class: Patch extraction of the bundled patch tasks (``max_per_class``
             also caps the bundled image tasks; ``shards:`` tasks keep every sample).
+        slab_width / slab_gap: Interleaved-slab split of ``brain_sector`` (:mod:`downstream.sector_task`): slabs
+            of ``slab_width`` source slices dealt round-robin to train/val/train/test, ``slab_gap`` slices dropped
+            between two slabs.
         norm_mean / norm_std: Input normalisation (after [0, 1] scaling, before prompts) of random-init runs.
         norm_from_weights: Run the weights at their own settings (:func:`downstream.inputs.weight_settings`): an
             lvmmed export's recorded ``input_mean``/``input_std``; ImageNet statistics and 3 channels for
@@ -313,6 +316,8 @@ class DownstreamConfig:
     patch_size: int = 16
     patch_stride: int = 4
     max_per_class: int = 200
+    slab_width: int = 8
+    slab_gap: int = 4
     norm_mean: float = 0.5
     norm_std: float = 0.25
     norm_from_weights: bool = True

@@ -1,7 +1,7 @@
 """Which class runs which method key: plain tables, no registration side effects.
 
 Classification keys (``CLASSIFICATION_METHODS``): ``linear``, ``mlp``, ``finetune``, ``partial-k``, ``vp-pad``,
-``vp-fixed``, ``vp-random``, ``movl``, ``vpt-shallow``, ``vpt-deep``, ``adapter``, ``lora``, ``gmoe-adapter``.
+``vp-fixed``, ``vp-random``, ``movl``, ``vpt-shallow``, ``vpt-deep``, ``adapter``, ``lora``, ``gmoe-adapter``, ``knn``.
 Segmentation keys (:func:`segmentation_methods`, imported on demand because it pulls in MONAI, which is slow):
 ``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep``, ``mask-guided``. The contract every class implements is
 :mod:`downstream.contract`. A project adds its own method with :func:`register_method` (a decorator that puts the
@@ -31,6 +31,7 @@ from downstream.contract import Method
 from downstream.methods.adapter import AdapterTuning
 from downstream.methods.finetune import FullFinetune
 from downstream.methods.gmoe import GMoEAdapter
+from downstream.methods.knn import KNNClassifier
 from downstream.methods.linear import LinearProbe
 from downstream.methods.lora import LoRATuning
 from downstream.methods.mlp import MLPProbe
@@ -55,6 +56,7 @@ CLASSIFICATION_METHODS: dict[str, type[Method]] = {
     "adapter": AdapterTuning,
     "lora": LoRATuning,
     "gmoe-adapter": GMoEAdapter,
+    "knn": KNNClassifier,
 }
 SEGMENTATION_METHOD_KEYS = ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided")
 USER_METHODS: dict[str, type[Method]] = {}

@@ -61,7 +61,8 @@ def load_task_of(cfg: DownstreamConfig) -> TaskData:
         return load_shard_task(cfg.task, cfg.task_kind, cfg.ood_shards, cfg.ood_center)
     if cfg.ood_shards or cfg.ood_center or cfg.task_kind not in ("auto", "classification"):
         raise ValueError("task_kind, ood_shards and ood_center apply to shards:<dir> tasks only")
-    return load_task(cfg.task, cfg.data_root, cfg.patch_size, cfg.patch_stride, cfg.max_per_class)
+    return load_task(cfg.task, cfg.data_root, cfg.patch_size, cfg.patch_stride, cfg.max_per_class, cfg.slab_width,
+                     cfg.slab_gap)  # fmt: skip
 
 
 def evaluate_split(

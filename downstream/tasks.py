@@ -9,6 +9,9 @@ source. Tasks (bundled data, see :mod:`lvmmed.data.samples` and :mod:`data_prep.
 * ``tissue_ood``: the same training data, but the primary test set is Colin27 (train on one template, test on the
   other).
 * ``region``: patches of Colin27 slices labelled by AAL lobe (``colin27_aal``; needs Debian mricron-data).
+* ``brain_sector``: MNI152 patches at the pretraining resolution labelled by the coarse brain sector at their
+  centre, split by interleaved thin slabs (``slab_width`` / ``slab_gap``); the headline task of the demo
+  (:mod:`downstream.sector_task`).
 * ``modality``: whole images of the bundled DICOM files labelled by Modality (``dicom_modality``). A pipeline check:
   CR has 2 distinct images and NM 1, so scores say little about generalisation.
 * ``color2d``: fundus vs histology tiles (``color2d``): clearly separable real classes (pipeline sanity check).
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from downstream.sector_task import SECTOR_NAMES, SLAB_PATTERN, sector_plane, sector_volume, slab_split
 from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import load_arrays, load_manifest
 
@@ -85,6 +89,8 @@ class PatchParams:
     patch_size: int = 16
     patch_stride: int = 4
     max_per_class: int = 200
+    slab_width: int = 8
+    slab_gap: int = 4
 
 
 @dataclass
@@ -171,6 +177,58 @@ def build_patch_task(root: Path | str, name: str, pp: PatchParams) -> TaskData:
     )  # fmt: skip
 
 
+def build_sector_task(root: Path | str, name: str, pp: PatchParams) -> TaskData:
+    """Patches of the mni152 set labelled by brain sector, split by interleaved slabs (:mod:`downstream.sector_task`).
+
+    Raises:
+        TaskDataError: The set has no masks or volume slices, or does not match the installed MNI152 template.
+    """
+    set_name = load_manifest(root).root.name
+    samples = load_arrays(root)
+    if not samples or samples[0]["mask"] is None:
+        raise TaskDataError(f"{root} has no masks: {name} needs the mni152 shard set with its tissue masks")
+    if pp.slab_width < 1 or pp.slab_gap < 0:
+        raise ValueError(f"slab_width must be >= 1 and slab_gap >= 0, got {pp.slab_width}, {pp.slab_gap}")
+    shape = sector_volume()[1]
+    p, stride, window = pp.patch_size, pp.patch_stride, max(2, pp.patch_size // 8)
+    images, labels, groups, splits = [], [], [], []
+    for sample in samples:
+        meta, mask = sample["meta"], np.asarray(sample["mask"])
+        axis, index = meta.get("axis"), meta.get("slice_index")
+        if axis is None or index is None:
+            raise TaskDataError(f"{set_name}: {name} needs volume slices (meta.axis / meta.slice_index)")
+        rest = [shape[a] for a in (0, 1, 2) if a != axis]
+        if list(meta.get("orig_shape") or []) != [rest[1], rest[0]]:
+            raise TaskDataError(
+                f"{set_name} slice {sample['key']} has source shape {meta.get('orig_shape')}, but the installed "
+                f"MNI152 template slices are {[rest[1], rest[0]]}: rebuild the shards (python -m data_prep bundled)"
+            )
+        where = slab_split(int(axis), int(index), pp.slab_width, pp.slab_gap)
+        if where is None:  # a gap slice between two slabs
+            continue
+        h, w = mask.shape
+        if p > min(h, w):
+            raise ValueError(f"patch_size {p} exceeds the {h}x{w} slices of {set_name}")
+        sectors, img = sector_plane(int(axis), int(index), (h, w)), _to_chw(sample["image"])
+        for r in range(0, h - p + 1, stride):
+            for c in range(0, w - p + 1, stride):
+                if centre_label(mask[r : r + p, c : c + p], window) == 0:  # patch centre outside the brain
+                    continue
+                images.append(img[:, r : r + p, c : c + p])
+                labels.append(centre_label(sectors[r : r + p, c : c + p], window))
+                groups.append(f"{set_name}-a{axis}-slab{where[1]:03d}")
+                splits.append(where[0])
+    if not labels:
+        raise TaskDataError(f"{set_name}: no brain-centred patches of {p} px for {name}")
+    labels_a, splits_a = np.asarray(labels, dtype=np.int64), np.asarray(splits)
+    keep = _cap(labels_a, splits_a, pp.max_per_class, f"{name}:{set_name}")
+    notes = f"slabs of {pp.slab_width} slices, gap {pp.slab_gap}, dealt {'/'.join(SLAB_PATTERN)}"
+    return TaskData(
+        name, set_name, np.stack(images)[keep], labels_a[keep], np.asarray(groups)[keep],
+        np.full(len(keep), set_name), splits_a[keep], list(SECTOR_NAMES), notes=notes,
+    )  # fmt: skip
+
+
 def build_image_task(root: Path | str, name: str, pp: PatchParams) -> TaskData:
     """Whole images labelled by ``meta.label`` (names from the manifest's ``label_names``)."""
     manifest = load_manifest(root)
@@ -210,6 +268,8 @@ register_task(TaskSpec("tissue_ood", "mni152", build_patch_task, ood_set="colin2
                        description="train MNI152, test Colin27 tissue patches", requires="mricron-data"))  # fmt: skip
 register_task(TaskSpec("region", "colin27_aal", build_patch_task,
                        description="Colin27 patches labelled by AAL lobe", requires="mricron-data"))  # fmt: skip
+register_task(TaskSpec("brain_sector", "mni152", build_sector_task,
+                       description="MNI152 patches labelled by brain sector, interleaved-slab split"))  # fmt: skip
 register_task(TaskSpec("modality", "dicom_modality", build_image_task,
                        description="imaging modality of bundled DICOM images (pipeline check)"))  # fmt: skip
 register_task(TaskSpec("color2d", "color2d", build_image_task, description="fundus vs histology tiles"))
@@ -239,12 +299,14 @@ def _load_cached(name: str, data_root: str, pp: PatchParams) -> TaskData:
 
 
 def load_task(name: str, data_root: str | Path, patch_size: int = 16, patch_stride: int = 4,
-              max_per_class: int = 200) -> TaskData:  # fmt: skip
+              max_per_class: int = 200, slab_width: int = 8, slab_gap: int = 4) -> TaskData:  # fmt: skip
     """Builds (and caches per process) task ``name`` from the shard sets under ``data_root``.
+
+    ``slab_width`` / ``slab_gap`` (source slices) apply to the slab-split task ``brain_sector`` only.
 
     Raises:
         TaskDataError: A required shard set is missing (the message says how to build it).
         KeyError: Unknown task.
     """
-    pp = PatchParams(int(patch_size), int(patch_stride), int(max_per_class))
+    pp = PatchParams(int(patch_size), int(patch_stride), int(max_per_class), int(slab_width), int(slab_gap))
     return _load_cached(name, str(data_root) if is_remote(str(data_root)) else str(Path(data_root).resolve()), pp)

@@ -9,7 +9,8 @@ Built for monitoring self-supervised pretraining (``pretrain/monitor.py``) and r
   ``temperature=0.07``; ``k`` is clamped to the memory size. The vote is scikit-learn's brute-force
   ``KNeighborsClassifier`` (cosine distance, that weight as a callable), on CPU in float64: it gives the same
   predictions as lightly's ``knn_predict`` (tested), whose import pulls in PyTorch Lightning (seconds, at every
-  run's first evaluation), and the monitor's memory is small.
+  run's first evaluation), and the monitor's memory is small. :func:`knn_vote_scores` is the same vote in torch
+  (class shares, differentiable, on the inputs' device) for callers that need scores, e.g. AUROC.
 * **Linear probe**: scikit-learn ``LogisticRegression`` (L-BFGS, multinomial) on features standardised with the
   memory's statistics, one fixed ``C`` and at most ``max_iter`` iterations. No C sweep and no early stopping: a
   monitor compares a run with itself over time, so a fixed, deterministic fit is the point; a tuned probe is
@@ -26,6 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -98,6 +100,35 @@ def knn_predict_labels(
     with threadpool_limits(1):  # small problems: one BLAS thread avoids contention on a busy CPU
         knn.fit(memory.double().numpy(), memory_labels.long().numpy())
         return torch.from_numpy(knn.predict(queries.double().numpy())).long()
+
+
+def knn_vote_scores(
+    memory: torch.Tensor,
+    memory_labels: torch.Tensor,
+    queries: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> torch.Tensor:
+    """(M, num_classes) share of each class in the weighted k-NN vote of every query; rows sum to 1.
+
+    The vote of :func:`knn_predict_labels` (its arg-max is that prediction, up to ties between equally similar
+    neighbours), written in torch: on the inputs' device, in their dtype, and differentiable with respect to
+    ``memory`` and ``queries``. Used where class scores are needed (AUROC), e.g. the ``knn`` downstream method.
+    """
+    if len(memory) == 0 or len(memory) != len(memory_labels):
+        raise ValueError(
+            f"k-NN needs a non-empty memory with one label per row, got {len(memory)} / {len(memory_labels)}"
+        )
+    labels = memory_labels.long().to(memory.device)
+    if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+        raise ValueError(f"memory labels must lie in [0, {num_classes})")
+    similarity = F.normalize(queries, dim=1) @ F.normalize(memory, dim=1).T
+    top, index = similarity.topk(min(int(k), len(memory)), dim=1)
+    weights = torch.exp((top - 1.0) / float(temperature))  # exp(cos / T) up to a factor that cancels below
+    votes = torch.zeros(len(queries), num_classes, dtype=weights.dtype, device=weights.device)
+    votes = votes.scatter_add(1, labels[index], weights)
+    return votes / votes.sum(1, keepdim=True)
 
 
 def knn_accuracy(

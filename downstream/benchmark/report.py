@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from downstream.benchmark import diagnostics, plots, tables
+from downstream.benchmark import diagnostics, plots, power, tables
 from downstream.benchmark.aggregate import Aggregate, display_name, summary_json, write_csv
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell, SkippedSource
@@ -100,6 +100,7 @@ def write_report(cfg: BenchmarkConfig, cells: list[Cell], skipped: list[SkippedS
         "",
         *_skipped_lines(skipped),
         *headline,
+        *power.power_section(agg, records, cfg.alpha),
     ]
     skipped_names = {s.name for s in skipped}
     weights_notes = [f"- `{w.name}`: {w.note or w.source}" for w in cfg.weights if w.name not in skipped_names]

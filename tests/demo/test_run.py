@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from demo.__main__ import main
-from demo.run import DemoConfig, _first_table, benchmark_config, pretrain_done
+from demo.run import DemoConfig, _first_table, benchmark_config, monitor_overrides, pretrain_done
 from lvmmed.config import load_config
 
 
@@ -23,10 +23,37 @@ def test_demo_benchmark_config_is_rebased_and_drops_seg_on_request(tmp_path):
     assert {w.name: w.source for w in shared_bench.weights}["ours_gm"] == str(tmp_path / "pretrain_gm_s3/export")
     assert f"data_root={tmp_path}/shards" in bench.overrides
     assert bench.seeds == [0, 1] and bench.notes == "scale note"
-    assert [t.name for t in bench.tasks] == ["tissue"]
+    assert [t.name for t in bench.tasks] == ["brain_sector", "tissue"]
     assert "seg-unet" not in [m.key for m in bench.methods]
     with_seg = benchmark_config(load_config(DemoConfig), tmp_path, notes="")
     assert "seg_tissue" in [t.name for t in with_seg.tasks]
+
+
+def test_the_headline_is_the_brain_sector_task_with_lp_and_knn_at_the_pretraining_resolution(tmp_path):
+    from downstream.benchmark.matrix import expand
+    from downstream.benchmark.runner import cell_overrides
+    from downstream.config import DownstreamConfig
+
+    bench = benchmark_config(load_config(DemoConfig, overrides=["seg=false"]), tmp_path, notes="")
+    assert bench.tasks[0].name == "brain_sector"  # the headline table lists it first
+    cells, skipped = expand(bench)  # no exports under tmp_path: the pretrained columns are skipped
+    assert {s.name for s in skipped} == {"ours_gm", "ours_simclr"}
+    sector = [c for c in cells if c.task == "brain_sector"]
+    assert {c.method_key for c in sector} == {"linear", "knn"} and len(sector) == 2 * 3
+    assert all(c.task == "tissue" for c in cells if c.method_key == "vpt-deep")
+    cell = sector[0]
+    cfg = load_config(DownstreamConfig, bench.tasks[0].base_config, cell_overrides(cell, tmp_path / "run"))
+    assert cfg.task == "brain_sector" and cfg.patch_size == cfg.img_size == 64 and cfg.max_per_class == 0
+
+
+def test_pretraining_runs_carry_the_monitor_unless_turned_off(tmp_path):
+    keys = monitor_overrides(tmp_path / "shards", 25)
+    assert f"monitor.eval_set={tmp_path / 'shards' / 'mni152'}" in keys and "monitor.eval_every=25" in keys
+    from pretrain.config import PretrainConfig
+
+    cfg = load_config(PretrainConfig, "configs/pretrain/tiny_cpu.yaml", keys)
+    assert cfg.monitor.patch_size == cfg.augment.size == 64 and cfg.monitor.labels == "mask"
+    assert load_config(DemoConfig).monitor and not load_config(DemoConfig, overrides=["monitor=false"]).monitor
 
 
 def test_pretrain_done_requires_the_exact_step_budget(tmp_path):
