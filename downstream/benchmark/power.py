@@ -26,7 +26,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from downstream import stats as st
+from lvmmed import stats as st
 
 ACCURACY_METRICS = ("accuracy", "balanced_accuracy")
 
