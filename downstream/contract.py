@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+TASKS = ("classification", "segmentation")
+
 
 def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Task loss: CE for integer targets, BCE-with-logits for multi-label (float, same shape) targets."""
@@ -50,20 +52,33 @@ class Method(nn.Module):
     backbone), unfreeze what they train, and finally call :meth:`declare_trainable`. They implement
     :meth:`forward` returning logits, or a dict with ``"logits"`` plus whatever :meth:`extra_loss` needs.
 
+    The class attributes below are the method's declared capabilities: the registry, the CLI and the training
+    code read them directly (every method has them, with these defaults).
+
     Attributes:
         registry_key: Default key of the class (``build_method`` passes the concrete key, stored in ``self.key``).
-        task: ``"classification"`` or ``"segmentation"`` (the task family the method belongs to).
+        task: ``"classification"`` or ``"segmentation"`` (one of :data:`TASKS`): the task family, which picks the
+            run config (``DownstreamConfig`` or ``SegmentationConfig``) and the run function.
         fit_mode: ``"sgd"`` (trained by :mod:`downstream.train_loop`) or ``"features"`` (closed-form fit on
             cached backbone features, e.g. the logistic-regression linear probe).
         init_head_from_probe: The runner fits a logistic-regression probe on cached features first and loads
             it with :meth:`load_probe` (LP-initialised head, e.g. MoVL ``init=lp``).
-        backbone_key: Attribute name of the primary backbone (parameter multiples are relative to it).
+        head_only: Only a head on frozen pooled features trains: tuning trains and scores it on cached features.
+        accepts_plain_features: ``forward(x, plain=features)`` takes cached frozen features (MoVL's plain
+            stream, the head-only probes' inputs); the trainer hands them over.
     """
 
     registry_key: str = ""
     task: str = "classification"
     fit_mode: str = "sgd"
     init_head_from_probe: bool = False
+    head_only: bool = False
+    accepts_plain_features: bool = False
+
+    @classmethod
+    def variant(cls, cfg: Any) -> type[Method]:
+        """The class that runs ``cfg`` (itself; a family may pick a sibling, e.g. ``gmoe.form=dual``)."""
+        return cls
 
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__()

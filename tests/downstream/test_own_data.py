@@ -193,7 +193,7 @@ def test_list_tasks_and_clear_errors(sets, tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exc:  # a typo is caught before any data loads or directory appears
         main([f"task=shards:{sets['cls']}", "method=vpt-deeep", f"output_dir={tmp_path / 'typo'}"])
-    assert exc.value.code == 2 and "Unknown method 'vpt-deeep'" in capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown method 'vpt-deeep' (did you mean 'vpt-deep'?" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
 
     with pytest.raises(SystemExit) as exc:
