@@ -5,12 +5,8 @@ objective (kept here so that ``bench/docs.py`` stays small)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from bench._result import Result
 from bench.summary import fmt
-
-if TYPE_CHECKING:
-    from bench.docs import Result
 
 VARIANTS = (
     ("factorized", "default (`lapjv`)"),

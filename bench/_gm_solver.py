@@ -18,6 +18,7 @@ import torch
 
 from lvmmed.matching import QAP, SolverSpec, knn_graph, solve
 from lvmmed.matching.affinity import edge_factors, node_affinity
+from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.solvers import ASSIGNMENT_BACKENDS as BACKENDS
 from lvmmed.matching.solvers import hungarian
 
@@ -140,8 +141,6 @@ def ipfp_cap(sizes: list[int], caps: list[int], seeds: int, noises: tuple[float,
 
 def warm_start(n: int, noises: list[float], seeds: int = 3) -> list[dict]:
     """Backward re-solve warm-started from X̂ vs from scratch: assignment calls and backward CPU ms."""
-    from lvmmed.matching.blackbox import BlackBoxMatching
-
     rows = []
     for noise in noises:
         row: dict = {"noise": noise}

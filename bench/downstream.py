@@ -17,18 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 
 from bench._common import BenchRun
+from data_prep.bundled import build_bundled
 from downstream.config import DownstreamConfig
 from downstream.methods.gmoe import GMoEAdapter
 from downstream.methods.linear import fit_logistic_probe
@@ -43,7 +42,6 @@ from lvmmed.models import create_backbone
 def _data_root(arg: str | None, tmp: Path) -> Path:
     if arg and (Path(arg) / "mni152" / "manifest.json").is_file():
         return Path(arg)
-    from data_prep.bundled import build_bundled
 
     build_bundled(tmp, profile="tiny", names=["mni152"])
     return tmp

@@ -17,7 +17,8 @@ Also measured in the same run:
 * ``single_thread``: the same interleaved timing at N = 256 and 1024 with one torch thread (process-CPU ratios
   that a loaded machine distorts least);
 * ``stages``: where one factorised fwd+bwd spends its time at N = 256 and 1024 (k-NN graphs, message passing,
-  affinities, forward solve, the backward re-solve, and the rest of autograd), as process-CPU milliseconds;
+  affinities, forward solve, the backward re-solve (the black-box backward alone, on leaf inputs: re-solve and
+  edge gradients), and the rest: the network's autograd and the loss), as process-CPU milliseconds;
 * ``backward_warm_start``: the black-box backward re-solve warm-started from X̂ vs solved from scratch, at several
   matching accuracies (assignment calls and time of the backward pass);
 * ``global_vs_rank``: one graph over the global batch (``gather_distributed=true``: every rank solves the N-node
@@ -36,14 +37,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch.nn.functional as F
 
 from bench import _gm_solver as gms
 from bench._common import BenchRun
@@ -51,6 +50,7 @@ from bench._gm_solver import DIM, HARD_NOISE, NOISE, K
 from lvmmed.losses import GraphMatchingLoss, NTXentLoss
 from lvmmed.matching import QAP, knn_graph, solve
 from lvmmed.matching.affinity import edge_factors
+from lvmmed.matching.blackbox import BlackBoxMatching
 from lvmmed.matching.solvers import hungarian
 
 _views = gms.views
@@ -159,10 +159,6 @@ def _single_thread(sizes: list[int], variants: dict[str, dict], repeats: int) ->
 
 def _stages(n: int, repeats: int = 3) -> dict:
     """Process-CPU ms of each stage of one factorised fwd+bwd (the loss's own steps, re-run one by one)."""
-    import torch.nn.functional as F
-
-    from lvmmed.matching.blackbox import BlackBoxMatching
-
     loss = GraphMatchingLoss(DIM, k=K)
     z0, z1 = _views(n, 3)
 
@@ -184,10 +180,13 @@ def _stages(n: int, repeats: int = 3) -> dict:
     def fresh() -> QAP:  # a new instance per timed call, as the loss builds one: nothing cached from earlier calls
         return QAP(cv, f1, f2, gs.neighbors, gt.neighbors)
 
+    # Leaves: the black-box backward alone (its re-solve and edge gradients), not the network's autograd behind it.
+    cv_leaf, f1_leaf, f2_leaf = (t.detach().requires_grad_() for t in (cv, f1, f2))
+
     def backward_only() -> None:
-        x = BlackBoxMatching.apply(cv, f1, f2, gs.neighbors, gt.neighbors, loss.spec, 0.5, True, stats)
+        x = BlackBoxMatching.apply(cv_leaf, f1_leaf, f2_leaf, gs.neighbors, gt.neighbors, loss.spec, 0.5, True, stats)
         eye = torch.eye(n)
-        ((x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)).backward(retain_graph=True)
+        ((x * (1 - eye) + (1 - x) * eye).sum() / (2 * n)).backward()
 
     total = cpu_ms(lambda: _fwd_bwd(loss, n, 3))
     solve_ms = cpu_ms(lambda: solve(fresh(), loss.spec))

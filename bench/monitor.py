@@ -30,18 +30,25 @@ import importlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import torch
+from accelerate.state import AcceleratorState, GradientState
+
+from bench._common import BenchRun
+from data_prep.bundled import build_bundled
+from lvmmed.config import load_config
+from lvmmed.probes import knn_accuracy, linear_probe_accuracy, pooled_features
+from pretrain.__main__ import main as train
+from pretrain.config import PretrainConfig
+from pretrain.meta_arch import SSLMetaArch
+from pretrain.monitor import load_eval_tensors
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from bench._common import BenchRun  # noqa: E402
 
 PRESET = REPO / "configs/pretrain/tiny_cpu.yaml"
 FULL = {"max_steps": 100, "eval_every": 10}
@@ -54,7 +61,6 @@ def _shards(arg: str | None, tmp: Path) -> Path:
         return Path(arg)
     if (REPO / "runs" / "shards" / "mni152").is_dir():
         return REPO / "runs" / "shards"
-    from data_prep.bundled import build_bundled
 
     build_bundled(tmp / "shards", profile="tiny", workers=1)
     return tmp / "shards"
@@ -66,17 +72,13 @@ def _overrides(shards: Path) -> list[str]:
 
 def training_run(shards: Path, setup: dict, tmp: Path) -> dict:
     """One monitored run of the preset; per-evaluation and per-step seconds from its metrics.csv."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    from pretrain.__main__ import main
-
     out = tmp / "run"
     argv = ["--config", str(PRESET), f"output_dir={out}", "resume=never", f"max_steps={setup['max_steps']}",
             f"monitor.eval_every={setup['eval_every']}", "checkpoint_every=0", "export_at_end=false",
             *_overrides(shards)]  # fmt: skip
     started = time.perf_counter()
     try:
-        main(argv)
+        train(argv)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -84,8 +86,6 @@ def training_run(shards: Path, setup: dict, tmp: Path) -> dict:
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     evals = [(int(r["step"]), float(r["monitor_seconds"]), float(r["monitor_knn_acc"])) for r in rows
              if r.get("monitor_seconds")]  # fmt: skip
-    from lvmmed.config import load_config
-    from pretrain.config import PretrainConfig
 
     cfg = load_config(PretrainConfig, str(PRESET), [])
     images_per_step = cfg.data.batch_size * cfg.optim.grad_accum_steps
@@ -106,12 +106,6 @@ def training_run(shards: Path, setup: dict, tmp: Path) -> dict:
 
 def breakdown(shards: Path) -> dict:
     """Set-up and the parts of one evaluation, on a fresh (random-init) backbone of the preset."""
-    from lvmmed.config import load_config
-    from lvmmed.probes import knn_accuracy, linear_probe_accuracy, pooled_features
-    from pretrain.config import PretrainConfig
-    from pretrain.meta_arch import SSLMetaArch
-    from pretrain.monitor import load_eval_tensors
-
     cfg = load_config(PretrainConfig, str(PRESET), _overrides(shards))
     for module in ("sklearn.neighbors", "sklearn.linear_model"):  # imported before timing: a run pays the
         importlib.import_module(module)  # imports once, in its first evaluation's time

@@ -29,19 +29,28 @@ import csv
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.transforms import SimCLRTransform
+from PIL import Image
+
+from bench._common import BenchRun
+from data_prep.bundled import build_bundled
+from lvmmed.data.pipeline import DataConfig, resolve_shard_sets
+from lvmmed.data.shards import iter_samples
+from lvmmed.models import create_backbone
+from pretrain.__main__ import main as train
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench._common import BenchRun  # noqa: E402
 
 BACKBONE = "resnet18"
 # (size, batch, timed steps, warm-up steps): the full mode backs the targets; quick is a smoke run (< 1 min).
@@ -54,7 +63,6 @@ def _shards(arg: str | None, tmp: Path) -> Path:
         return Path(arg)
     if (REPO / "runs" / "shards").is_dir():
         return REPO / "runs" / "shards"
-    from data_prep.bundled import build_bundled
 
     build_bundled(tmp / "shards", profile="tiny", workers=1)
     return tmp / "shards"
@@ -62,12 +70,8 @@ def _shards(arg: str | None, tmp: Path) -> Path:
 
 def full_loop(shards: Path, loss: str, setup: dict, workers: int, tmp: Path) -> dict:
     """Images/s of the real training loop, from the per-step throughput it logs."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    from pretrain.__main__ import main
-
     out, steps, warmup = tmp / f"run_{loss}", setup["steps"], setup["warmup"]
-    main(
+    train(
         [
             "--config",
             str(REPO / "configs/pretrain/tiny_cpu_r18.yaml"),
@@ -101,8 +105,6 @@ def full_loop(shards: Path, loss: str, setup: dict, workers: int, tmp: Path) -> 
 
 def bare_backbone(setup: dict) -> dict:
     """Images/s of the backbone alone: forward+backward of 2 x batch in-memory views (no data, loss or step)."""
-    from lvmmed.models import create_backbone
-
     size, batch = setup["size"], setup["batch"]
     model = create_backbone(BACKBONE, in_chans=3, img_size=size).train()
     x = torch.randn(2 * batch, 3, size, size)
@@ -131,15 +133,6 @@ class _PILImages(torch.utils.data.Dataset):
 
 def lightly_simclr(shards: Path, setup: dict, workers: int) -> dict:
     """Images/s of lightly's reference SimCLR loop on the same images, backbone, batch and resolution."""
-    from lightly.loss import NTXentLoss
-    from lightly.models.modules import SimCLRProjectionHead
-    from lightly.transforms import SimCLRTransform
-    from PIL import Image
-
-    from lvmmed.data.pipeline import DataConfig, resolve_shard_sets
-    from lvmmed.data.shards import iter_samples
-    from lvmmed.models import create_backbone
-
     roots = {Path(u).parent for s in resolve_shard_sets(DataConfig(shards=[str(shards)])) for u in s.urls}
     images = []
     for root in sorted(roots):

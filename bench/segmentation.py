@@ -23,19 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np
+import torch
+
+from bench._common import BenchRun
+from data_prep.bundled import build_bundled
+from downstream.registry import build_method
+from downstream.segmentation.config import SegmentationConfig
+from downstream.segmentation.loop import evaluate_segmentation, fit
+from downstream.segmentation.mask_guided import MaskGuidedClassifier
+from downstream.segmentation.run import build_backbone, classification_scores
+from downstream.segmentation.tasks import load_split, normalise
+from lvmmed.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench._common import BenchRun  # noqa: E402
 
 CASES = {
     "unet_r18_finetune": ("seg-unet", "resnet18", ["unet.freeze_encoder=false"]),
@@ -54,7 +61,6 @@ def _shards(arg: str | None, tmp: Path) -> Path:
         return Path(arg)
     if (REPO / "runs" / "shards" / "mni152" / "manifest.json").is_file():
         return REPO / "runs" / "shards"
-    from data_prep.bundled import build_bundled
 
     build_bundled(tmp / "shards", profile="tiny", workers=1, names=["mni152"])
     return tmp / "shards"
@@ -62,14 +68,6 @@ def _shards(arg: str | None, tmp: Path) -> Path:
 
 def run_case(name: str, shards: Path, epochs: int, evaluate: bool) -> dict:
     """Trains one case; returns time per epoch, trainable parameters and (optionally) a test score."""
-    from downstream.registry import build_method
-    from downstream.segmentation.config import SegmentationConfig
-    from downstream.segmentation.loop import evaluate_segmentation, fit
-    from downstream.segmentation.mask_guided import MaskGuidedClassifier
-    from downstream.segmentation.run import build_backbone, classification_scores
-    from downstream.segmentation.tasks import load_split, normalise
-    from lvmmed.config import load_config
-
     key, backbone, extra = CASES[name]
     cfg = load_config(
         SegmentationConfig,

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tarfile
 import tempfile
 import time
@@ -40,12 +39,15 @@ from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import webdataset as wds
 
 from bench._common import BenchRun
 from data_prep import bundled
+from lvmmed.config import load_config
+from lvmmed.data.augment import AugmentConfig
+from lvmmed.data.pipeline import DataConfig, TwoViewStream, build_loader, resolve_shard_sets
 from lvmmed.data.shards import decode_sample, load_manifest
 
 TARGETS = {"bytes_ratio": 0.35, "pipeline_ratio": 0.8, "max_abs_diff": 2.0**-11}
@@ -85,8 +87,6 @@ def _samples(root: Path) -> dict[str, dict]:
 
 def _read_rate(root: Path, repeats: int) -> tuple[float, float]:
     """Samples per wall second and per CPU second of tar streaming + decoding to float32 (the read path)."""
-    import webdataset as wds
-
     urls = load_manifest(root).urls()
     n, start, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(repeats):
@@ -98,10 +98,6 @@ def _read_rate(root: Path, repeats: int) -> tuple[float, float]:
 
 def _views_rate(root: Path, batches: int) -> tuple[float, float]:
     """Samples per wall second and per CPU second of the two-view stream (decode + augmentations), one process."""
-    from lvmmed.config import load_config
-    from lvmmed.data.augment import AugmentConfig
-    from lvmmed.data.pipeline import DataConfig, TwoViewStream, build_loader, resolve_shard_sets
-
     data = load_config(DataConfig, overrides=[f"shards=[{root}]", "batch_size=16", "num_workers=0", "splits=[train]"])
     stream = TwoViewStream(resolve_shard_sets(data), data, load_config(AugmentConfig, overrides=["size=96"]), 1, 0)
     it = iter(build_loader(stream, 0))

@@ -37,9 +37,11 @@ from lvmmed.config import to_dict
 from lvmmed.data import samples
 from lvmmed.data.readers import ImageRecord, read_nifti
 
+from .bundled_sources import plan_color2d, plan_dicom_modality, plan_pretrain_extra
 from .config import ConvertConfig
-from .engine import Task, run_tasks
+from .engine import run_tasks
 from .records_to_samples import normalize, pseudonym, record_samples, slices
+from .tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +234,6 @@ def build_bundled(
         MissingSampleError: An explicitly requested set needs an uninstalled source.
         ValueError: Unknown set or profile name.
     """
-    from .bundled_sources import plan_color2d, plan_dicom_modality, plan_pretrain_extra
-
     explicit = names is not None
     names = list(BUNDLED_SETS if names is None else names)
     unknown = sorted(set(names) - set(BUNDLED_SETS))

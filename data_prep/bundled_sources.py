@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from lvmmed.data import samples
-from lvmmed.data.readers import ImageRecord, load_image
+from lvmmed.data.readers import ImageRecord, ReaderError, load_image, read_dicom, read_nifti
+from lvmmed.data.readers.dicom_file import check_decodable, read_dataset
 
 from .encode import foreground_fraction
-from .engine import SkipInput, Task
 from .records_to_samples import pseudonym, record_samples
+from .tasks import SkipInput, Task
 
 IMAGING_MODALITIES = ("CT", "MR", "CR", "DX", "US", "NM", "MG", "XA", "PT", "RF")
 _TINY_MAX_FILE_FRAMES = 64  # the tiny profile leaves out the 120-frame cine (3 s of JPEG decoding)
@@ -44,9 +45,6 @@ def _dicom_candidates() -> list[tuple[str, Path]]:
 
 def plan_dicom_modality(cfg: dict[str, Any]) -> tuple[list[Task], dict[str, Any]]:
     """Scans the bundled DICOM headers (no pixels) into one task per distinct decodable image object."""
-    from lvmmed.data.readers.dicom_file import check_decodable, read_dataset
-    from lvmmed.data.readers.record import ReaderError
-
     found = []
     for source, file in _dicom_candidates():
         try:
@@ -91,8 +89,6 @@ def plan_dicom_modality(cfg: dict[str, Any]) -> tuple[list[Task], dict[str, Any]
 
 def process_dicom(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one DICOM file → grey samples labelled by modality."""
-    from lvmmed.data.readers import ReaderError, read_dicom
-
     p = task.params
     try:
         records = read_dicom(task.paths[0])
@@ -214,13 +210,9 @@ def process_extra(task: Task, cfg: dict[str, Any]) -> list:
     }  # fmt: skip
     split = task.splits[p["patient"]]
     if p["kind"] == "volume":  # 4-D series: the reader keeps the first volume
-        from lvmmed.data.readers import read_nifti
-
         record = read_nifti(task.paths[0], modality=p["modality"], volume_index=0)
         return record_samples(record, cfg, base, f"i{task.index:06d}", split)
     if p["kind"] == "dicom":
-        from lvmmed.data.readers import read_dicom
-
         out = []
         for r_index, record in enumerate(read_dicom(task.paths[0])):
             out += record_samples(record, {**cfg, "axes": [2]}, base, f"i{task.index:06d}_r{r_index}", split)

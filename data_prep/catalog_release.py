@@ -28,6 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lvmmed.registry import check_choice
+
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".mhd", ".mha")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 KNOWN_SUFFIXES = (*VOLUME_SUFFIXES, *IMAGE_SUFFIXES, ".dcm", ".dicom", ".h5")
@@ -69,8 +71,7 @@ class Labels:
     header: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in LABEL_KINDS:
-            raise ValueError(f"Labels.kind must be one of {LABEL_KINDS}, got {self.kind!r}")
+        check_choice(self.kind, LABEL_KINDS, "Labels.kind")
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,8 @@ class Release:
 
     def __post_init__(self) -> None:
         re.compile(self.image)
-        if self.mask_merge not in MASK_MERGES:
-            raise ValueError(f"mask_merge must be one of {MASK_MERGES}, got {self.mask_merge!r}")
-        if self.patient not in PATIENT_KEYS:
-            raise ValueError(f"patient must be one of {PATIENT_KEYS}, got {self.patient!r}")
+        check_choice(self.mask_merge, MASK_MERGES, "mask_merge")
+        check_choice(self.patient, PATIENT_KEYS, "patient")
         if self.patient == "group" and "?P<patient>" not in self.image:
             raise ValueError(f"patient='group' needs a (?P<patient>...) group in {self.image!r}")
         if self.patient == "csv" and not (self.labels and self.labels.patient_column):

@@ -2,6 +2,9 @@
 
 Exit status: 0 on success; 1 when a conversion's failures exceed ``max_failure_fraction`` or produce no samples,
 or when ``verify`` finds a mismatch; 2 on usage/config/layout errors (with a message saying what was expected).
+
+Each subcommand imports its module when it runs (``bundled``, ``convert``, ``inspect``, ``verify`` and ``demo`` load
+torch through the shard and reader code), so ``list`` and ``--help`` answer without that start-up cost.
 """
 
 from __future__ import annotations
@@ -9,6 +12,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
+from lvmmed.errors import EXIT_CODES_HELP, run_cli
+
+from .catalog import print_catalog
 
 log = logging.getLogger("data_prep")
 
@@ -31,8 +38,6 @@ def _cmd_bundled(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .catalog import print_catalog
-
     print_catalog(verbose=args.verbose, modality=args.modality)
     return 0
 
@@ -69,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lvmmed.errors import EXIT_CODES_HELP
+    from .formats import FORMATS  # the planners' modules load only when a parser is built
 
     parser = argparse.ArgumentParser(
         prog="python -m data_prep", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
@@ -86,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="catalog entry (python -m data_prep list)")
     p.add_argument("--src", required=True, type=Path, help="input folder, file, or .tar/.tar.gz/.zip archive")
     p.add_argument("--out", required=True, type=Path, help="output shard directory")
-    p.add_argument("--format", default=None, choices=["dicom", "nifti", "images", "metaimage", "hdf5"],
+    p.add_argument("--format", default=None, choices=FORMATS.names(),
                    help="reader for --src")  # fmt: skip
     p.add_argument("--labels", default=None, help="CSV file,label of image-level labels")
     p.add_argument("--name", dest="dataset_name", default=None, help="dataset name in the manifest")
@@ -130,8 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry; returns the exit status (the error contract of :mod:`lvmmed.errors`)."""
-    from lvmmed.errors import run_cli
-
     # FileNotFoundError (missing --src, no inputs) and ValueError (bad labels CSV, unreadable archive, bad config
     # value) are the user's arguments here: exit 2, as this command has always documented.
     return run_cli(_run, argv, "python -m data_prep", usage_errors=(FileNotFoundError, ValueError))

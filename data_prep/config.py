@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lvmmed.data.codecs import ENCODINGS
+from lvmmed.registry import check_choice
 
-FORMATS = ("dicom", "nifti", "images", "metaimage", "hdf5")
+from .formats import FORMATS
+
 CHANNEL_MODES = ("keep", "grey", "rgb")
 SPLIT_METHODS = ("rank", "threshold", "official")
 SPLIT_UNITS = ("patient", "slab")
@@ -123,24 +125,15 @@ class ConvertConfig:
     mask_labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {self.format!r}")
-        if self.channels not in CHANNEL_MODES:
-            raise ValueError(f"channels must be one of {CHANNEL_MODES}, got {self.channels!r}")
-        if self.split_method not in SPLIT_METHODS:
-            raise ValueError(f"split_method must be one of {SPLIT_METHODS}, got {self.split_method!r}")
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.patient_from not in PATIENT_FROM:
-            raise ValueError(f"patient_from must be one of {PATIENT_FROM}, got {self.patient_from!r}")
-        if self.mixed_geometry not in ("slices", "error"):
-            raise ValueError(f"mixed_geometry must be 'slices' or 'error', got {self.mixed_geometry!r}")
-        if self.start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, got {self.start_method!r}")
-        if self.split_unit not in SPLIT_UNITS:
-            raise ValueError(f"split_unit must be one of {SPLIT_UNITS}, got {self.split_unit!r}")
+        FORMATS.check(self.format)
+        check_choice(self.channels, CHANNEL_MODES, "channels")
+        check_choice(self.split_method, SPLIT_METHODS, "split_method")
+        check_choice(self.encoding, ENCODINGS, "encoding")
+        check_choice(self.layout, LAYOUTS, "layout")
+        check_choice(self.patient_from, PATIENT_FROM, "patient_from")
+        check_choice(self.mixed_geometry, ("slices", "error"), "mixed_geometry")
+        check_choice(self.start_method, START_METHODS, "start_method")
+        check_choice(self.split_unit, SPLIT_UNITS, "split_unit")
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
             raise ValueError(f"split_fractions must be 3 non-negative numbers, got {list(self.split_fractions)}")
         if any(a not in (0, 1, 2) for a in self.axes) or not self.axes:

@@ -22,9 +22,9 @@ from lvmmed.config import ConfigError, load_config, to_dict
 from lvmmed.data.shards import MANIFEST_NAME
 from lvmmed.errors import format_error
 
-from .catalog_release import Release
 from .config import ConvertConfig
 from .engine import ERROR_KINDS, RunResult, run_tasks
+from .formats import FORMATS, release_planner
 from .safety import extract_archive, is_archive
 
 PROG = "python -m data_prep"
@@ -33,12 +33,6 @@ log = logging.getLogger(__name__)
 
 # Keys of the generic folder planners; a catalog entry's release description replaces them (never ignored silently).
 _FOLDER_KEYS = {"label_pattern": "", "image_glob": "", "exclude_glob": "", "layout": "auto", "patient_from": "stem"}
-
-# Formats without a catalog entry that still go through a release description (no layout knowledge needed).
-GENERIC_RELEASES = {
-    "metaimage": Release(r"(?:.*/)?[^/]+\.(?:mhd|mha)"),
-    "hdf5": Release(r"(?:.*/)?[^/]+_x\.h5"),
-}
 
 
 def resolve_config(
@@ -170,14 +164,10 @@ def _labels_path(folder: Path, labels: str) -> Path:
 
 
 def _plan(folder: Path, cfg: ConvertConfig, cfg_dict: dict[str, Any], entry) -> tuple[list, list, dict]:
-    from .plan_dicom import plan_dicom
-    from .plan_files import plan_images, plan_nifti, read_labels_csv
-    from .plan_release import plan_counts_of, plan_release
-
+    """Plans with the catalog entry's release description, else with the planner registered for ``cfg.format``."""
     if cfg.labels and cfg.format == "dicom":
         raise ConfigError("a labels CSV cannot be used with DICOM input (no header field to join it on); "
                           "remove labels= / --labels")  # fmt: skip
-    release = entry.release if entry is not None else GENERIC_RELEASES.get(cfg.format)
     if entry is not None and cfg.format != "dicom":
         unused = [k for k, default in _FOLDER_KEYS.items() if getattr(cfg, k) != default]
         if unused:
@@ -185,14 +175,8 @@ def _plan(folder: Path, cfg: ConvertConfig, cfg_dict: dict[str, Any], entry) -> 
                 f"{', '.join(unused)}: {entry.name}'s release description says which files are images, masks, "
                 "labels and patients; these keys apply to --format without a catalog NAME"
             )
-    if release is not None:
-        plan_cfg = dict(cfg_dict, labels=str(_labels_path(folder, cfg.labels)) if cfg.labels else "")
-        return plan_release(folder, plan_cfg, release)
-    labels = read_labels_csv(_labels_path(folder, cfg.labels), cfg_dict) if cfg.labels else None
-    planner = {"dicom": plan_dicom, "nifti": plan_nifti, "images": plan_images}[cfg.format]
-    tasks, failures, info = planner(folder, cfg_dict, labels)
-    info["plan"] = plan_counts_of(tasks, failures)
-    return tasks, failures, info
+    planner = release_planner(entry.release) if entry is not None else FORMATS.get(cfg.format)
+    return planner(folder, cfg_dict, _labels_path(folder, cfg.labels) if cfg.labels else None)
 
 
 def _plan_for_manifest(counts: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +245,9 @@ def convert_cli(args: argparse.Namespace) -> int:
 
     entry = get_entry(args.name) if args.name else None
     if entry is None and args.format is None:
-        raise ConfigError("give a catalog NAME (see `python -m data_prep list`) or --format {dicom,nifti,images}")
+        raise ConfigError(
+            f"give a catalog NAME (see `python -m data_prep list`) or --format {{{','.join(FORMATS.names())}}}"
+        )
     entry_overrides = dict(entry.config) if entry else {}
     if args.format:
         entry_overrides["format"] = args.format

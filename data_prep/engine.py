@@ -1,63 +1,36 @@
 """The conversion engine: a process pool over input tasks, ordered atomic writing, failure report, manifest.
 
-A :class:`Task` is one input unit (a DICOM file or series, a NIfTI volume, a 2-D image, a bundled template). Its
-``processor`` names a function ``"module:function"`` that returns encoded samples. With ``workers <= 1`` the tasks
-run here and :class:`~data_prep.writer.ShardSetWriter` streams their samples into the shards; with a pool they run
-in worker processes that also write their samples into the shards (:mod:`data_prep.pool_writer`). Either way the
-samples are placed in task order, so shards are deterministic, byte-identical between the two modes and
-resumable. A failing task is recorded in ``failures.json`` with its relative path and reason and the run goes on;
-the caller decides the exit status from :attr:`RunResult.failure_fraction`.
+A :class:`~data_prep.tasks.Task` is one input unit (a DICOM file or series, a NIfTI volume, a 2-D image, a
+bundled template). Its ``processor`` names a function ``"module:function"`` that returns encoded samples. With
+``workers <= 1`` the tasks run here (:func:`~data_prep.tasks.run_one`) and :class:`~data_prep.writer.ShardSetWriter`
+streams their samples into the shards; with a pool they run in worker processes that also write their samples
+into the shards (:mod:`data_prep.pool_writer`). Either way the samples are placed in task order, so shards are
+deterministic, byte-identical between the two modes and resumable. A failing task is recorded in
+``failures.json`` with its relative path and reason and the run goes on; the caller decides the exit status from
+:attr:`RunResult.failure_fraction`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import logging
 import multiprocessing as mp
-import os
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lvmmed.config import ConfigError
 from lvmmed.data.shards import MANIFEST_NAME
 
 from .manifest import build_manifest, write_failures, write_manifest
 from .patient_split import assign_splits
-from .writer import EncodedSample, ShardSetWriter, read_journal
+from .pool_writer import write_pooled
+from .tasks import Task, run_one
+from .writer import ShardSetWriter, read_journal
 
 ERROR_KINDS = ("error", "missing_mask")  # failure kinds that count against max_failure_fraction
-
-
-class SkipInput(Exception):
-    """Raised by a processor for an input that is valid but not convertible (no pixels, duplicate, SEG only)."""
-
-
-@dataclass
-class Task:
-    """One unit of work for a processor.
-
-    Attributes:
-        index: Position in the sorted input list (``source_index`` in ``meta.json``).
-        processor: ``"module:function"`` called as ``fn(task, cfg) -> list[EncodedSample]``.
-        display: Path relative to the source root, for failure reports only (never written to shards).
-        paths: Absolute input paths.
-        groups: Split units this task may emit (salted hashes or slab ids).
-        params: Processor-specific JSON-safe parameters (labels, modality hints, pseudonyms...).
-        splits: ``{group: split}``, filled in by :func:`run_tasks`.
-    """
-
-    index: int
-    processor: str
-    display: str
-    paths: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    splits: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +40,8 @@ class RunResult:
     root: Path
     manifest: dict[str, Any]
     failures: list[dict[str, str]]
-    n_tasks: int  # input files (a task holds one file, or every file of a DICOM series)
+    n_tasks: int  # input files (a task holds one file, or every file of a DICOM series; a volume cut into axis tasks
+    # is one file)
     written: int
     resumed: int
     seconds: float
@@ -84,51 +58,6 @@ class RunResult:
         of a 500-slice series counts one (not a whole task, as when the denominator counted series)."""
         failed = len(self.errors) if self.failed_files is None else self.failed_files
         return min(1.0, failed / max(self.n_tasks, 1))
-
-
-def _resolve(processor: str) -> Callable[[Task, dict[str, Any]], list[EncodedSample]]:
-    module, _, name = processor.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _run_one(args: tuple[Task, dict[str, Any]]) -> tuple[int, list[EncodedSample], list[dict[str, str]]]:
-    """Worker entry: never raises; returns ``(index, samples, failures)``.
-
-    A processor returns a sample list, or ``(samples, failures)`` when some of its files failed (e.g. one corrupt
-    slice of a series) while the rest converted.
-    """
-    task, cfg = args
-    try:
-        result = _resolve(task.processor)(task, cfg)
-        samples, failures = (result[0], list(result[1])) if isinstance(result, tuple) else (result, [])
-        failures = [{**f, "reason": relative_reason(str(f.get("reason", "")), task)} for f in failures]
-        return task.index, [s.pack() for s in samples], failures  # tar members are encoded here, in the worker
-    except SkipInput as err:
-        return task.index, [], [{"file": task.display, "kind": "skipped", "reason": relative_reason(str(err), task)}]
-    except Exception as err:  # one bad file must not stop the run
-        reason = f"{type(err).__name__}: {err}"
-        if not str(err):
-            reason += " | " + traceback.format_exc(limit=2).replace("\n", " ")
-        return task.index, [], [{"file": task.display, "kind": "error", "reason": relative_reason(reason, task)}]
-
-
-def relative_reason(reason: str, task: Task) -> str:
-    """Failure reasons name files relative to the source root (as ``display`` does), never by absolute path."""
-    if not task.paths:
-        return reason
-    shown = task.display.split(" (")[0].rstrip("/")
-    first = Path(task.paths[0])
-    for candidate in (first, *first.parents):
-        text = str(candidate)
-        if shown and text.endswith(shown) and len(text) > len(shown):
-            return reason.replace(text[: -len(shown)], "")
-    return reason.replace(str(first.parent) + "/", "")
-
-
-def _worker_init() -> None:
-    """Single-threaded workers (the pool is the parallelism); decoder tracebacks go to failures.json, not stderr."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _pool_context(tasks: list[Task], start_method: str):
@@ -149,13 +78,11 @@ def _write_tasks(
     in task order; returns the completed shard records (:meth:`ShardSetWriter.close`)."""
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            index, samples, failures = _run_one((task, cfg))
+            index, samples, failures = run_one((task, cfg))
             for sample in samples:
                 writer.write(sample)
             on_result(index, len(samples), failures)
         return writer.close()
-    from .pool_writer import write_pooled  # imports this module
-
     n_workers = min(workers, len(tasks))
     ctx = _pool_context(tasks, cfg.get("start_method", "auto"))
     return write_pooled(ctx, n_workers, tasks, cfg, writer, on_result, window=2 * n_workers)
@@ -233,13 +160,22 @@ def run_tasks(
     writer = ShardSetWriter(out, fp, int(cfg["shard_maxcount"]), float(cfg["shard_maxsize"]), overwrite=overwrite)
     failures: list[dict[str, str]] = []
     failed_files, files_of = 0, {t.index: max(1, len(t.paths)) for t in tasks}
+    # A volume cut into axis tasks (data_prep.plan_volumes) is one input file: counted by its first task, lost once.
+    axis_source = {t.index: t.params["source_index"] for t in tasks if "axis_rank" in t.params}
+    n_inputs = sum(files_of[t.index] for t in tasks if not t.params.get("axis_rank", 0))
+    lost_sources: set[int] = set()
     bar = tqdm(total=len(tasks), desc=f"data_prep {name}", unit="file", disable=not progress, leave=False)
 
     def on_result(index: int, n_samples: int, task_failures: list[dict[str, str]]) -> None:
         nonlocal failed_files
         failures.extend(task_failures)
         n_errors = sum(1 for f in task_failures if f.get("kind") in ERROR_KINDS)
-        failed_files += files_of.get(index, 1) if n_errors and not n_samples else n_errors
+        if not (n_errors and not n_samples):
+            failed_files += n_errors
+        elif axis_source.get(index) not in lost_sources:
+            failed_files += files_of.get(index, 1)
+            if index in axis_source:
+                lost_sources.add(axis_source[index])
         bar.update(1)
 
     try:
@@ -251,7 +187,6 @@ def run_tasks(
         bar.close()
     write_failures(out, failures)
     n_errors = sum(1 for f in failures if f["kind"] in ERROR_KINDS)
-    n_inputs = sum(files_of.values())
     extra = {"fingerprint": fp, "skipped": len(failures) - n_errors, "input_files": n_inputs,
              "failed_files": failed_files, **(extra_manifest or {})}  # fmt: skip
     manifest = build_manifest(
@@ -274,8 +209,6 @@ def official_splits(tasks: list[Task], fractions: list[float]) -> dict[str, str]
     Raises:
         ConfigError: a task without an official split, or a patient the release puts in two official splits.
     """
-    from lvmmed.config import ConfigError
-
     official: dict[str, str] = {}
     conflicts = set()
     for t in tasks:

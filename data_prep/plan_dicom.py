@@ -22,12 +22,20 @@ from typing import Any
 from pydicom.uid import UID, MediaStorageDirectoryStorage, SegmentationStorage
 
 from lvmmed.data import deid
+from lvmmed.data.readers import (
+    ImageRecord,
+    NotAnImageError,
+    UnsupportedTransferSyntaxError,
+    assemble_series,
+    decode_file,
+    read_dicom_seg,
+)
 from lvmmed.data.readers.dicom import dicomdir_files, walk_files
 from lvmmed.data.readers.dicom_file import identity_fields, modality_of, read_dataset
 from lvmmed.data.readers.record import ReaderError
 
-from .engine import SkipInput, Task
 from .records_to_samples import _salt, record_samples
+from .tasks import SkipInput, Task
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +145,6 @@ def plan_dicom(
 
 
 def _attach_seg(records: list, seg_paths: list[str], failures: list[dict[str, str]], display: str) -> None:
-    from lvmmed.data.readers import ImageRecord, read_dicom_seg
-
     for seg_path in seg_paths:
         try:
             seg = read_dicom_seg(seg_path)
@@ -157,8 +163,6 @@ def _attach_seg(records: list, seg_paths: list[str], failures: list[dict[str, st
 
 def process_series(task: Task, cfg: dict[str, Any]) -> tuple[list, list[dict[str, str]]]:
     """Worker: decodes one series (per-file failures reported, the rest kept), attaches SEG masks, encodes."""
-    from lvmmed.data.readers import NotAnImageError, UnsupportedTransferSyntaxError, assemble_series, decode_file
-
     p = task.params
     failures: list[dict[str, str]] = []
     decoded = []

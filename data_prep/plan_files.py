@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from lvmmed.data.readers import ImageRecord, load_image, read_nifti
 from lvmmed.data.readers.images import IMAGE_EXTENSIONS
+from lvmmed.data.readers.record import check_not_constant
 
-from .engine import Task
 from .plan_volumes import axis_tasks, prepared_volume
 from .records_to_samples import pseudonym, record_samples
+from .tasks import Task
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -132,8 +134,6 @@ def _slab_groups(file: Path, volume: str, cfg: dict[str, Any]) -> list[str]:
 
 def process_nifti(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one volume (+ label map) → slices along the configured axes."""
-    from lvmmed.data.readers import read_nifti
-
     p = task.params
     modality = cfg.get("modality") or "OT"
     record, normalized = prepared_volume(task, cfg, modality, lambda: read_nifti(task.paths[0], p["label_path"],
@@ -196,9 +196,6 @@ def plan_images(src: Path, cfg: dict[str, Any], labels: dict | None = None) -> t
 
 def process_image(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one 2-D image (+ mask) → one sample."""
-    from lvmmed.data.readers import ImageRecord, load_image
-    from lvmmed.data.readers.record import check_not_constant
-
     p = task.params
     array = load_image(task.paths[0])
     check_not_constant(array, task.display)

@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from lvmmed.config import ConfigError
+from lvmmed.data.readers import ImageRecord, ReaderError, load_image, read_nifti
+from lvmmed.data.readers.hdf5 import hdf5_length, read_hdf5_labels, read_hdf5_patches
+from lvmmed.data.readers.metaimage import read_metaimage
+from lvmmed.data.readers.record import check_not_constant
 
 from .catalog_release import (
     IMAGE_SUFFIXES,
@@ -29,10 +33,11 @@ from .catalog_release import (
     suffix_of,
     summarize_counts,
 )
-from .engine import Task
+from .plan_dicom import plan_dicom
 from .plan_files import sample_base
 from .plan_volumes import axis_tasks, first_axis_only, prepared_volume
 from .records_to_samples import pseudonym, record_samples
+from .tasks import Task
 
 _MASK_KEYS = ("masks", "mask_path", "label_path", "segs")  # task params naming a mask (all planners)
 HDF5_BLOCK = 4096  # patches per task: ~110 MB of 96x96x3 uint8 in a worker at most
@@ -102,7 +107,7 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
     scan = scan_release(src, release)
     table = _LabelTable(src, _label_source(release, cfg), notes)
     multi = bool(table.labels and (table.labels.multi_sep or table.labels.kind == "onehot"))
-    tasks, failures, classes_of, files = [], [], {}, 0
+    tasks, failures, classes_of, files, volumes = [], [], {}, 0, 0
     n_volumes = sum(1 for it in scan.items if suffix_of(it.rel) in VOLUME_SUFFIXES)
     for item in scan.items:
         if item.missing and not masks_optional_for(release, item):
@@ -127,7 +132,8 @@ def plan_release(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list
         }  # fmt: skip
         if volume:
             new = axis_tasks(index, files, "data_prep.plan_release:process_volume", item.rel, [str(src / item.rel)],
-                             [patient], params, list(cfg["axes"]), n_volumes)  # fmt: skip
+                             [patient], params, list(cfg["axes"]), n_volumes, volumes)  # fmt: skip
+            volumes += 1
         else:
             params["source_index"] = files
             new = [Task(index, "data_prep.plan_release:process_image2d", item.rel, [str(src / item.rel)], [patient],
@@ -210,8 +216,6 @@ def _info(cfg: dict[str, Any], names, multi: bool, plan: dict[str, Any]) -> dict
 
 
 def _plan_dicom(src: Path, cfg: dict[str, Any]) -> tuple[list[Task], list, dict]:
-    from .plan_dicom import plan_dicom
-
     if cfg.get("labels"):
         raise ConfigError("a labels CSV cannot be used with DICOM input (labels come from no header field); "
                           "remove labels= / --labels")  # fmt: skip
@@ -222,8 +226,6 @@ def _plan_dicom(src: Path, cfg: dict[str, Any]) -> tuple[list[Task], list, dict]
 
 def _plan_hdf5(src: Path, cfg: dict[str, Any], release: Release) -> tuple[list[Task], list, dict]:
     """PatchCamelyon-style ``*_x.h5`` (patches) + ``*_y.h5`` (labels) + optional ``*_meta.csv`` (``wsi``)."""
-    from lvmmed.data.readers.hdf5 import hdf5_length, read_hdf5_labels
-
     scan = scan_release(src, release)
     names_map = release.labels.names if release.labels else {}
     tasks, notes, split_values, class_values, used = [], [], [], [], set()
@@ -270,8 +272,6 @@ def _base(task: Task, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def merged_mask(paths: list[str], merge: str, shape: tuple[int, ...], channel: int | None = None) -> np.ndarray | None:
     """One label map from a release's mask files (``values``, ``index`` or ``union``; see catalog_release)."""
-    from lvmmed.data.readers import ReaderError, load_image
-
     if not paths:
         return None
     out = np.zeros(shape, dtype=np.uint8)
@@ -295,9 +295,6 @@ def _mask_channel(path: str, channel: int) -> np.ndarray:
 
 def process_image2d(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one 2-D image (+ merged masks) → one sample."""
-    from lvmmed.data.readers import ImageRecord, load_image
-    from lvmmed.data.readers.record import check_not_constant
-
     p = task.params
     array = load_image(task.paths[0])
     check_not_constant(array, task.display)
@@ -308,9 +305,6 @@ def process_image2d(task: Task, cfg: dict[str, Any]) -> list:
 
 def process_volume(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one volume (NIfTI/Analyze through nibabel, MetaImage through SimpleITK) + label map → slices."""
-    from lvmmed.data.readers import read_nifti
-    from lvmmed.data.readers.metaimage import read_metaimage
-
     p = task.params
     label = p["masks"][0] if p["masks"] else None
     reader = read_metaimage if suffix_of(task.paths[0]) in (".mhd", ".mha") else read_nifti
@@ -333,9 +327,6 @@ def _read_any_volume(reader, path: str, label: str | None, modality: str):
     """A 3-D volume, or a 2-D NIfTI (CAMUS frames) as an ``image2d`` record (rows = the second voxel axis)."""
     import nibabel as nib
 
-    from lvmmed.data.readers import ImageRecord
-    from lvmmed.data.readers.record import check_not_constant
-
     if reader.__name__ == "read_nifti":
         shape = nib.load(path).shape
         if len(shape) == 2 or (len(shape) == 3 and shape[2] == 1):
@@ -351,8 +342,6 @@ def _read_any_volume(reader, path: str, label: str | None, modality: str):
 
 def remap_labels(mask: np.ndarray, codes: list[int], source: str | None = None) -> np.ndarray:
     """Maps a release's label codes to 0..k-1 (code ``codes[k]`` → k); an unknown code is an error."""
-    from lvmmed.data.readers import ReaderError
-
     lut = {int(c): k for k, c in enumerate(codes)}
     values = np.unique(mask)
     unknown = [int(v) for v in values if int(v) not in lut]
@@ -366,8 +355,6 @@ def remap_labels(mask: np.ndarray, codes: list[int], source: str | None = None) 
 
 def process_hdf5(task: Task, cfg: dict[str, Any]) -> list:
     """Worker: one block of HDF5 patches (+ labels) → one sample per patch."""
-    from lvmmed.data.readers.hdf5 import read_hdf5_labels, read_hdf5_patches
-
     p = task.params
     records = read_hdf5_patches(task.paths[0], p["start"], p["stop"], "x", cfg.get("modality") or "PATH")
     labels = read_hdf5_labels(task.paths[1], p["start"], p["stop"], "y") if p["has_labels"] else None

@@ -5,8 +5,8 @@ Per task, a worker runs the processor, keeps the encoded tar bytes of its sample
 to receive every sample through a pipe, hash it and write it: a third of the run's CPU). The main process places
 the samples in task order (:meth:`~data_prep.writer.ShardSetWriter.place`) and sends the placement to the worker
 that holds them; a thread of that worker writes them at their offsets (:func:`~data_prep.shard_parts.write_runs`)
-while its main thread converts the next task. A full shard whose samples are all written is hashed by a worker
-(:func:`~data_prep.shard_parts.finish_shard`); the main process fsyncs, renames and journals it, in the order a
+while its main thread converts the next task. A full shard whose samples are all written is hashed and fsynced by
+a worker (:func:`~data_prep.shard_parts.finish_shard`); the main process renames and journals it, in the order a
 single process would. At most ``window`` tasks are in flight, so the samples held in the workers stay few.
 
 A worker that dies (killed, out of memory) takes its task and the samples it holds with it: the run stops with an
@@ -23,8 +23,8 @@ from typing import Any
 
 from lvmmed.errors import LvmmedError
 
-from .engine import Task, _run_one, _worker_init
 from .shard_parts import finish_shard, write_runs
+from .tasks import Task, run_one, worker_init
 from .writer import ShardSetWriter
 
 _HELD: dict[int, list[bytes]] = {}  # in a worker: task position -> tar bytes of its samples, until written
@@ -34,7 +34,7 @@ _SLOT = 0  # in a worker: which placement inbox is this worker's
 def init_worker(slots, inboxes: list, acks) -> None:
     """Pool initializer: single-threaded work, a slot (= an inbox), and the thread that writes placed samples."""
     global _SLOT
-    _worker_init()
+    worker_init()
     with slots.get_lock():
         _SLOT = slots.value % len(inboxes)  # a replacement for a dead worker takes over an inbox
         slots.value += 1
@@ -62,7 +62,7 @@ def convert_and_hold(args: tuple[Task, dict[str, Any], int]) -> tuple[int, list[
     """Pool task: runs a task, keeps its samples' tar bytes; returns ``(index, [(split, length, payload)], failures,
     slot)``."""
     task, cfg, position = args
-    index, samples, failures = _run_one((task, cfg))
+    index, samples, failures = run_one((task, cfg))
     if samples:
         _HELD[position] = [s.tar for s in samples]
     return index, [(s.split, len(s.tar), s.nbytes) for s in samples], failures, _SLOT

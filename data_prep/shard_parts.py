@@ -4,14 +4,16 @@ With a process pool, a worker keeps the tar bytes of a task's samples and sends 
 ``(split, length, payload bytes)`` per sample. The main process places the samples in task order (the rotation of
 :class:`~data_prep.writer.ShardSetWriter`: which shard, at which byte offset) and tells the worker, which writes
 them straight into the shard's ``.tar.tmp`` (:func:`write_runs`; workers write disjoint ranges of a file). When a
-full shard has all its bytes, a worker appends the end-of-archive blocks and hashes the file
-(:func:`finish_shard`); the main process fsyncs, renames and journals it. The bytes are those one process writes.
+full shard has all its bytes, a worker appends the end-of-archive blocks, hashes the file and fsyncs it, the two at
+once (:func:`finish_shard`); the main process then renames and journals it. The bytes are those one process
+writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from .tar_format import end_of_archive
 
@@ -54,33 +56,35 @@ def _pwritev_all(fd: int, buffers: list[bytes], offset: int) -> int:
 
 
 def finish_shard(path: str, end: int) -> tuple[str, int]:
-    """Appends the end-of-archive blocks at ``end`` (the shard's last sample byte) and hashes the whole file.
+    """Appends the end-of-archive blocks at ``end`` (the shard's last sample byte), hashes the whole file and fsyncs
+    it; the fsync runs in a thread while the file is read back and hashed (both release the GIL), so the disk flush
+    costs no time of its own here and none of the main process, which renames the shard when this returns.
 
     Returns:
-        ``(sha256 hex, bytes)`` (the caller fsyncs before renaming).
+        ``(sha256 hex, bytes)``, once the file's data is on disk.
     """
     tail = end_of_archive(end)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         if os.pwrite(fd, tail, end) != len(tail):
             raise OSError(f"short write at the end of {os.path.basename(path)}")
-        digest, buffer = hashlib.sha256(), bytearray(_CHUNK)
-        view, left, offset = memoryview(buffer), end + len(tail), 0
-        while left:
-            n = os.preadv(fd, [view[: min(left, _CHUNK)]], offset)
-            if not n:
-                raise OSError(f"{os.path.basename(path)} ends at byte {offset}, before {end + len(tail)}")
-            digest.update(view[:n])
-            offset, left = offset + n, left - n
+        with ThreadPoolExecutor(1) as flusher:
+            synced = flusher.submit(os.fsync, fd)
+            digest = _hash_fd(fd, end + len(tail), path)
+            synced.result()  # re-raises an fsync error (e.g. EIO)
     finally:
         os.close(fd)
-    return digest.hexdigest(), end + len(tail)
+    return digest, end + len(tail)
 
 
-def fsync_file(path: str) -> None:
-    """fsyncs a file written by other processes (fsync acts on the file, whichever descriptor asks)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _hash_fd(fd: int, size: int, path: str) -> str:
+    """sha256 of the first ``size`` bytes of an open file."""
+    digest, buffer = hashlib.sha256(), bytearray(_CHUNK)
+    view, left, offset = memoryview(buffer), size, 0
+    while left:
+        n = os.preadv(fd, [view[: min(left, _CHUNK)]], offset)
+        if not n:
+            raise OSError(f"{os.path.basename(path)} ends at byte {offset}, before {size}")
+        digest.update(view[:n])
+        offset, left = offset + n, left - n
+    return digest.hexdigest()

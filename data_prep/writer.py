@@ -3,7 +3,9 @@
 Every shard is written as ``<split>-NNNNNN.tar.tmp``, hashed (sha256: while it is written in one process, by
 reading it back with a process pool), fsynced and renamed to ``.tar``; only then is it recorded in
 ``progress.json`` (written atomically). A partial shard therefore never looks complete, and ``manifest.json`` is
-written last by the caller.
+written last by the caller. The fsync of a full shard overlaps other work: in one process a finisher thread
+fsyncs, renames and journals the full shards in order while the next samples are converted; with a pool the
+worker that hashes a shard fsyncs it at the same time (:func:`~data_prep.shard_parts.finish_shard`).
 
 The tar members of a sample are encoded by :func:`~data_prep.tar_format.sample_tar` (in the workers). They are
 byte-identical to what ``webdataset.TarWriter`` writes (streamed ``tarfile`` PAX headers, fixed mtime/owner/mode,
@@ -20,19 +22,20 @@ shards listed in ``progress.json`` and drops the samples they already hold inste
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lvmmed.data.shards import SPLITS
 
-from .shard_parts import fsync_file
 from .tar_format import TAR_MODE, TAR_MTIME, TAR_OWNER, end_of_archive, sample_tar
 
 __all__ = ["TAR_MODE", "TAR_MTIME", "TAR_OWNER", "EncodedSample", "ResumeError", "ShardSetWriter", "tar_members"]
@@ -91,16 +94,21 @@ class _Shard:
         self.count += 1
         self.size += sample.nbytes
 
-    def finish(self) -> tuple[str, int]:
-        """Writes the end-of-archive blocks and record padding, fsyncs; returns ``(sha256, bytes)``."""
+    def seal(self) -> tuple[str, int]:
+        """Writes the end-of-archive blocks and record padding and flushes; returns ``(sha256, bytes)``."""
         tail = end_of_archive(self.offset)
         self.fh.write(tail)
         self.sha.update(tail)
         self.offset += len(tail)
         self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
         return self.sha.hexdigest(), self.offset
+
+    def sync(self) -> None:
+        """fsyncs and closes the sealed file (in the writer's finisher thread)."""
+        try:
+            os.fsync(self.fh.fileno())
+        finally:
+            self.fh.close()
 
     def close(self) -> None:
         self.fh.close()
@@ -122,7 +130,7 @@ class _PlannedShard:
 
 @dataclass
 class _Closing:
-    """A full shard: hashed by a worker once its samples are written, then finished (fsync, rename, journal)."""
+    """A full shard: hashed and fsynced by a worker once its samples are written, then renamed and journalled."""
 
     split: str
     shard: _PlannedShard
@@ -214,6 +222,9 @@ class ShardSetWriter:
         self._hash: dict[str, tuple[str, int, int]] = {}
         self._closing: deque[_Closing] = deque()
         self._waited_on: dict[int, list[_PlannedShard]] = {}  # task position -> shards it still has to write
+        self._finisher: ThreadPoolExecutor | None = None  # one process: fsync + rename + journal, in closing order
+        self._finishing: list[Future] = []
+        self._finisher_error: BaseException | None = None  # set by the finisher: later shards stay .tar.tmp
         self._save_journal()
 
     def _open_shard(self, split: str, planned: bool) -> _Shard | _PlannedShard | None:
@@ -286,8 +297,12 @@ class ShardSetWriter:
     def _close(self, split: str) -> None:
         shard = self._shards.pop(split)
         if isinstance(shard, _Shard):
-            self._hash[str(shard.path)] = (*shard.finish(), shard.count)
-            self._finish(split, str(shard.path))
+            if self._finisher_error is not None:  # an earlier shard failed to finish: stop the run here
+                raise self._finisher_error
+            self._hash[str(shard.path)] = (*shard.seal(), shard.count)
+            if self._finisher is None:
+                self._finisher = ThreadPoolExecutor(1, thread_name_prefix="shard-finisher")
+            self._finishing.append(self._finisher.submit(self._sync_and_finish, shard, split))
             return
         closing = _Closing(split, shard)
         self._closing.append(closing)
@@ -299,14 +314,36 @@ class ShardSetWriter:
         must be written by then)."""
         while self._closing and self._closing[0].handle is not None and (block or self._closing[0].handle.ready()):
             closing = self._closing[0]
-            sha, size = closing.handle.get()  # re-raises a worker's error (e.g. a full disk)
+            sha, size = closing.handle.get()  # re-raises a worker's error (e.g. a full disk); the file is fsynced
             path = str(closing.shard.path)
-            fsync_file(path)
             self._hash[path] = (sha, size, closing.shard.count)
             self._finish(closing.split, path)
             self._closing.popleft()
         if block and self._closing:
             raise RuntimeError(f"{len(self._closing)} shards still wait for their samples to be written")
+
+    def _sync_and_finish(self, shard: _Shard, split: str) -> None:
+        """Finisher thread: fsync, rename, journal; after a failure the later shards stay ``.tar.tmp`` (the journal
+        must list a prefix of the shards for resume)."""
+        if self._finisher_error is not None:
+            shard.close()
+            return
+        try:
+            shard.sync()
+            self._finish(split, str(shard.path))
+        except BaseException as err:
+            self._finisher_error = err
+            raise
+
+    def _wait_finisher(self) -> None:
+        """Waits for the shards handed to the finisher thread; re-raises the first error (e.g. a failed fsync)."""
+        pending, self._finishing = self._finishing, []
+        errors = [err for err in (f.exception() for f in pending) if err is not None]
+        if self._finisher is not None:
+            self._finisher.shutdown()
+            self._finisher = None
+        if errors:
+            raise errors[0]
 
     def _finish(self, split: str, fname: str) -> None:
         """Renames a finished ``.tar.tmp`` (hashed while written, fsynced) to ``.tar``, then journals it."""
@@ -329,11 +366,14 @@ class ShardSetWriter:
             shard.close()
         self._shards.clear()
         self._closing.clear()
+        with contextlib.suppress(Exception):  # full shards handed over are whole; the error being raised comes first
+            self._wait_finisher()
 
     def close(self) -> list[dict[str, Any]]:
         """Finishes the open shards; returns every completed shard record in split, then index order."""
         for split in list(self._shards):
             self._close(split)
         self.collect(block=True)
+        self._wait_finisher()
         order = {s: i for i, s in enumerate(SPLITS)}
         return sorted(self.done, key=lambda d: (order[d["split"]], d["name"]))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from demo import run
 from lvmmed.config import ConfigError, load_config
+from lvmmed.errors import EXIT_CODES_HELP
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``--out`` and ``DemoConfig`` overrides, runs the demo; 0 when the report was written."""
-    from lvmmed.errors import EXIT_CODES_HELP
-
     parser = argparse.ArgumentParser(
         prog="python -m demo", description=run.__doc__.split("\n\n")[0], epilog=EXIT_CODES_HELP
     )

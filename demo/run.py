@@ -39,8 +39,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.demo import run_demo as prep_demo
+from downstream.benchmark.api import run_benchmark
+from downstream.benchmark.config import BenchmarkConfig
+from downstream.benchmark.matrix import is_segmentation, seed_source
 from lvmmed.config import load_config, save_config
 from lvmmed.errors import LvmmedError
+from lvmmed.markers import write_block
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "runs/demo"
@@ -181,9 +186,6 @@ def _rebase(text: str, out: Path) -> str:
 
 def benchmark_config(cfg: DemoConfig, out: Path, notes: str):
     """The demo's BenchmarkConfig: the YAML, rebased onto ``out``, with the seeds and the report notes."""
-    from downstream.benchmark.config import BenchmarkConfig
-    from downstream.benchmark.matrix import is_segmentation, seed_source
-
     bench = load_config(BenchmarkConfig, REPO / cfg.benchmark_config, cfg.benchmark_overrides)
     bench.output_dir = _rebase(bench.output_dir, out)
     for weights in bench.weights:
@@ -260,8 +262,6 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
     total = time.perf_counter()
 
     def prep() -> None:
-        from data_prep.demo import run_demo as prep_demo
-
         built = prep_demo(out, profile=cfg.profile, workers=cfg.prep_workers, progress=False)
         print("  shard sets: " + ", ".join(sorted(built["sets"])) + f"; contact sheet: {built['contact_sheet']}")
 
@@ -282,8 +282,6 @@ def run_demo(cfg: DemoConfig, out: Path) -> Path:
         ]
         jobs.append(("pretrain.demo", args, out / "logs" / f"{name}.log"))
     stages.run("pretrain", lambda: not jobs, lambda: _python_all(jobs, cfg.parallel_pretrain))
-
-    from downstream.benchmark.api import run_benchmark
 
     bench = benchmark_config(cfg, out, scale_notes(cfg, out, stages.timings))
     outcome: dict = {}
@@ -337,8 +335,6 @@ def _pretrain_seed_phrase(cfg: DemoConfig) -> str:
 
 def write_excerpt(cfg: DemoConfig, report: Path, seconds: float, readme: Path, resumed: Sequence[str] = ()) -> None:
     """Rewrites the ``demo-excerpt`` block of ``readme`` from the report (never by hand)."""
-    from lvmmed.markers import write_block
-
     write_block(readme, "demo-excerpt", excerpt(cfg, report, seconds, resumed))
     print(f"README excerpt written: {readme}", flush=True)
 

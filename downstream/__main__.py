@@ -23,15 +23,17 @@ import sys
 from pathlib import Path
 
 from downstream.pipeline import CONFIGS, RUNNERS, reevaluate, run_seeds
-from downstream.shard_tasks import task_label
-from lvmmed.config import ConfigError, load_config
+from downstream.registry import is_segmentation, method_task
+from downstream.runtime import strict_json_text
+from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
+from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir, task_label
+from downstream.tasks import TASKS, TaskDataError
+from lvmmed.config import ConfigError, load_config, to_yaml
+from lvmmed.errors import EXIT_CODES_HELP
 
 
 def list_tasks_text() -> str:
     """The ``list-tasks`` text: bundled classification and segmentation tasks, then how to add a shard set."""
-    from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
-    from downstream.tasks import TASKS
-
     lines = ["Bundled classification tasks (python -m data_prep bundled --out runs/shards builds their shard sets):"]
     for name, spec in sorted(TASKS.items()):
         needs = f" [needs {spec.requires}]" if spec.requires else ""
@@ -78,9 +80,6 @@ def check_task_and_method(task: str, method: str, task_kind: str = "auto", defau
         ValueError: Unknown method key (the message names the closest one), or a task of the other family (the
             message says what to use instead).
     """
-    from downstream.registry import is_segmentation, method_task
-    from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir
-
     if method:
         family = method_task(method)
     else:
@@ -107,8 +106,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m downstream", defa
     if argv[:1] == ["list-tasks"]:
         print(list_tasks_text())
         return 0
-    from lvmmed.errors import EXIT_CODES_HELP
-
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP)
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--print-config", action="store_true")
@@ -118,12 +115,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m downstream", defa
     args = parser.parse_intermixed_args(argv)  # flags anywhere: key=value --single key=value
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
-        from downstream.runtime import strict_json_text
-
         print(strict_json_text(reevaluate(args.eval)))
         return 0
-    from downstream.tasks import TaskDataError
-
     peek = _peek(args.config, args.overrides)
     try:
         family = check_task_and_method(peek["task"], peek["method"], peek["task_kind"], default)
@@ -131,8 +124,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m downstream", defa
     except (ConfigError, ValueError, TaskDataError) as err:
         parser.error(str(err))
     if args.print_config:
-        from lvmmed.config import to_yaml
-
         print(to_yaml(cfg))
         return 0
     explicit_seed = args.single or any(o.startswith("seed=") for o in args.overrides)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from downstream.config import DownstreamConfig
-from downstream.stats import mean_std
+from downstream.run import run_experiment
 from lvmmed.config import load_config
+from lvmmed.stats import mean_std
 
 DEMO_METHODS = ("linear", "vp-pad", "movl", "vpt-deep")
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "downstream" / "demo.yaml"
@@ -44,8 +45,6 @@ def run_demo_downstream(
         task: Task name.
         overrides: Extra ``key=value`` overrides applied to every cell.
     """
-    from downstream.run import run_experiment
-
     base = load_config(
         DownstreamConfig,
         DEMO_CONFIG if DEMO_CONFIG.is_file() else None,

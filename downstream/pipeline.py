@@ -27,8 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from downstream.registry import method_task
 from downstream.run_config import RunConfig
+from downstream.runtime import strict_json_text
+from downstream.shard_tasks import task_label
+from lvmmed.errors import format_error
 from lvmmed.registry import Registry
+from lvmmed.stats import mean_std
 
 CONFIGS: Registry[type[RunConfig]] = Registry("task family")
 RUNNERS: Registry[Callable[[Any], dict[str, Any]]] = Registry("task family")
@@ -43,10 +50,6 @@ REEVALUATORS.register("segmentation", "downstream.segmentation.run:reevaluate")
 
 def family_of_run(directory: Path) -> str:
     """The task family of a finished run directory, from the ``method`` of its ``config.yaml``."""
-    import yaml
-
-    from downstream.registry import method_task
-
     file = Path(directory) / "config.yaml"
     if not file.is_file():
         raise FileNotFoundError(f"{directory} is not a run directory: it has no config.yaml")
@@ -68,8 +71,6 @@ def summarise(cfg: RunConfig, seeds: list[int], results: list[dict[str, Any]]) -
         (classification, multilabel or segmentation), <metric>: {mean, std} for every metric of the runs'
         ``metrics`` block, auroc_per_label (multi-label only)}``; no metric entries when every run failed.
     """
-    from downstream.stats import mean_std
-
     ok = [r for r in results if r["status"] == "ok"]
     summary: dict[str, Any] = {
         "task": cfg.task, "method": cfg.method, "weights": cfg.weights, "seeds": seeds, "runs": len(results),
@@ -123,9 +124,6 @@ def run_seeds(
         explicit_seed: ``seed=<n>`` was given on the command line.
         prog: The command named in the error contract's last line.
     """
-    from downstream.runtime import strict_json_text
-    from downstream.shard_tasks import task_label
-
     seeds = [cfg.seed] if explicit_seed else list(cfg.seeds)
     results = []
     for seed in seeds:
@@ -142,8 +140,6 @@ def run_seeds(
     out.write_text(strict_json_text(summary))
     failed = [r for r in results if r["status"] != "ok"]
     if failed:  # the error contract's one line, last on stderr
-        from lvmmed.errors import format_error
-
         first = failed[0]
         fix = first.get("fix") or f"see {first['output_dir']}/error.txt for the traceback"
         message = f"{len(failed)} of {len(results)} runs failed; seed {first['seed']}: {first['error']}"

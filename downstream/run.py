@@ -38,6 +38,7 @@ from downstream.runtime import build_backbone, recorded_run, resolve_device, see
 from downstream.shard_tasks import is_shard_task, load_shard_task
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
+from lvmmed.config import load_config
 from lvmmed.errors import InputError
 
 
@@ -115,8 +116,6 @@ def load_delta(out_dir: str | Path, cfg: DownstreamConfig | None = None) -> Meth
     """Rebuilds a trained method from ``output_dir`` (its config.yaml) and its delta checkpoint."""
     from safetensors.torch import load_file
 
-    from lvmmed.config import load_config
-
     out_dir = Path(out_dir)
     cfg = cfg or load_config(DownstreamConfig, out_dir / "config.yaml")
     ref = json.loads((out_dir / "delta.json").read_text())
@@ -132,8 +131,6 @@ def reevaluate(directory: str | Path) -> dict[str, Any]:
     Raises:
         ValueError: A multi-label run (its thresholds were tuned on val; ``result.json`` holds them).
     """
-    from lvmmed.config import load_config
-
     directory = Path(directory)
     cfg = load_config(DownstreamConfig, directory / "config.yaml")
     method = load_delta(directory, cfg)

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from downstream.registry import check_method
+from downstream.shard_tasks import task_label
 from lvmmed.config import check_choice
+from lvmmed.models import check_backbone_name
 
 
 @dataclass
@@ -82,9 +85,6 @@ class RunConfig:
     save_delta: bool = True
 
     def __post_init__(self) -> None:
-        from downstream.registry import check_method
-        from lvmmed.models import check_backbone_name
-
         check_choice(self.split_mode, self.SPLIT_MODES, "split_mode")
         check_choice(self.task_kind, self.TASK_KINDS, "task_kind")
         check_choice(self.device, ("auto", "cpu", "cuda"), "device")
@@ -103,7 +103,5 @@ class RunConfig:
 
     def run_dir(self, seed: int) -> Path:
         """``<output_dir>/<task>/<method>/<weights>/<setting>/seed<n>``: where the CLI puts the run of ``seed``."""
-        from downstream.shard_tasks import task_label
-
         weights = Path((self.weights_name or self.weights).partition("=")[0]).name or "weights"
         return Path(self.output_dir) / task_label(self.task) / self.method / weights / self.setting() / f"seed{seed}"

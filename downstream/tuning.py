@@ -45,7 +45,11 @@ import numpy as np
 import torch
 import yaml
 
+from downstream.features import frozen_features
 from downstream.head_standardizer import fold_standardizer, standardize_head
+from downstream.metrics import classification_metrics
+from downstream.stats import paired_bootstrap
+from downstream.train_loop import NonFiniteLossError, Trainer, flip_variants, predict_probs
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +209,6 @@ def candidates(cfg: Any) -> list[Candidate]:
 
 def score(y: np.ndarray, probs: np.ndarray, metric: str) -> float:
     """Val metric (higher is better; NaN, e.g. AUROC with one class present, counts as −1)."""
-    from downstream.metrics import classification_metrics
-
     value = classification_metrics(y, probs, with_confusion=False)[metric]
     return -1.0 if np.isnan(value) else float(value)
 
@@ -220,8 +222,6 @@ def replacement_test(y: np.ndarray, probs_new: np.ndarray, probs_init: np.ndarra
     ``confidence`` bound, is above zero. The best of many candidates and checkpoints on a few hundred val samples is
     optimistic (its val gain does not transfer to test); this is our guard against it, not a papers' rule.
     """
-    from downstream.stats import paired_bootstrap
-
     res = paired_bootstrap(y, probs_new, probs_init, metric, n_boot=n_boot, seed=seed, level=2 * confidence - 1)
     return {**res, "confidence": confidence, "significant": bool(res["ci_low"] > 0)}
 
@@ -266,9 +266,6 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     Returns:
         ``method`` holding the best state on val (the initial state unless a candidate beat it strictly).
     """
-    from downstream.features import frozen_features
-    from downstream.train_loop import NonFiniteLossError, Trainer, flip_variants, predict_probs
-
     tc, metric = cfg.tuning, cfg.optim.select_metric
     y_val = ys["val"].cpu().numpy()
     if len(y_val) == 0:

@@ -19,6 +19,8 @@ import runpy
 import sys
 from collections.abc import Sequence
 
+from lvmmed.errors import EXIT_CODES_HELP
+
 STAGES: dict[str, tuple[str, str]] = {
     "prep": ("data_prep", "convert public collections into shards (+ manifest), inspect, build the bundled set"),
     "pretrain": ("pretrain", "self-supervised pretraining (graph-matching loss or baselines), exports weights"),
@@ -33,8 +35,6 @@ def usage() -> str:
     width = max(len(s) for s in STAGES)
     lines = ["usage: lvmmed <stage> [args ...]", "", "stages:"]
     lines += [f"  {name:<{width}}  {help_text}  (python -m {module})" for name, (module, help_text) in STAGES.items()]
-    from lvmmed.errors import EXIT_CODES_HELP
-
     lines += ["", "Run `lvmmed <stage> --help` for a stage's own options.", "", EXIT_CODES_HELP]
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from lvmmed.errors import EXIT_CODES_HELP, UsageError
+from lvmmed.registry import check_choice as check_choice  # re-exported: configs import it from here
 
 T = TypeVar("T")
 
@@ -44,16 +45,6 @@ class ConfigError(UsageError, ValueError):
     """A config file or override does not match the schema (unknown key, wrong type, bad value); exit status 2."""
 
     default_fix = "fix the key or value (--print-config shows the resolved config, --help the syntax)"
-
-
-def check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
-    """Validates a string choice field in a config's ``__post_init__`` (OmegaConf has no ``Literal``).
-
-    Raises:
-        ValueError: ``value`` is not one of ``choices`` (``load_config`` turns it into a ``ConfigError``).
-    """
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _valid_keys_hint(schema_node: DictConfig, full_key: str) -> str:

@@ -12,6 +12,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lvmmed import __version__
+
 LVMMED_LICENCE_NOTE = (
     "The initial weights are the published LVM-Med weights (github.com/duyhominhnguyen/LVM-Med), licensed CC BY-NC-ND "
     "2.0: research use only, and adapted weights such as these may not be shared. Check that licence before "
@@ -21,8 +23,6 @@ LVMMED_LICENCE_NOTE = (
 
 def code_version() -> dict[str, Any]:
     """``{"lvmmed": version, "git_commit": sha or None, "git_dirty": bool or None}`` of the running code."""
-    from lvmmed import __version__
-
     root = Path(__file__).resolve().parents[1]
     commit = dirty = None
 

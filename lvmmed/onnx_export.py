@@ -14,6 +14,7 @@ a temporary folder and renamed into place, so an interrupted export leaves no ha
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -23,8 +24,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from lvmmed.data import samples
+from lvmmed.data.channels import match_channels
+from lvmmed.data.processing import normalize_intensity
 from lvmmed.errors import LvmmedError
+from lvmmed.models.loading import load_backbone
+from lvmmed.weight_sources import input_settings, resolve_source
 
 ONNX_NAME, REPORT_NAME = "model.onnx", "onnx.json"
 ONNX_PINS = "onnx==1.23.2 onnxruntime==1.32.0 onnxscript==0.7.2"
@@ -45,8 +52,6 @@ class OnnxCheckError(LvmmedError):
 
 def require(module: str, purpose: str) -> Any:
     """Imports an optional module or raises :class:`MissingDependencyError` naming how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -55,12 +60,7 @@ def require(module: str, purpose: str) -> Any:
 
 def real_inputs(in_chans: int, img_size: int, mean, std, batch: int) -> torch.Tensor:
     """``batch`` real slices (pydicom's CT_small and MR_small, then their mirror images), scaled and normalised."""
-    import torch.nn.functional as F
-
-    from lvmmed.data import samples
-    from lvmmed.data.channels import match_channels
-    from lvmmed.data.processing import normalize_intensity
-    from lvmmed.data.readers import read_dicom
+    from lvmmed.data.readers import read_dicom  # pydicom and nibabel: not loaded by `python -m lvmmed.weights inspect`
 
     base = []
     for name in ("ct_small", "mr_small"):
@@ -99,9 +99,6 @@ def export_onnx(
     require("onnx", "ONNX export")
     require("onnxscript", "the torch ONNX exporter (torch.onnx.export(dynamo=True))")
     ort = require("onnxruntime", "checking the exported model") if check else None
-    from lvmmed.weight_sources import input_settings, resolve_source
-    from lvmmed.weights import load_backbone
-
     resolved = resolve_source(source)
     model = load_backbone(source).eval()
     settings = input_settings(resolved)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -93,17 +93,28 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def unknown(self, name: str) -> UnknownNameError:
-        """The error for ``name``, naming the closest registered name and all choices."""
-        what = f"unknown {self.key or self.kind} {name!r}"
+    def unknown(self, name: str, key: str | None = None) -> UnknownNameError:
+        """The error for ``name``, naming the closest registered name and all choices.
+
+        Args:
+            name: The unregistered name.
+            key: The config key to name in the message (default: the registry's ``key``, else its ``kind``).
+        """
+        what = f"unknown {key or self.key or self.kind} {name!r}"
         close = difflib.get_close_matches(str(name), self.names(), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return UnknownNameError(f"{what} ({hint}choices: {', '.join(self.names())})")
 
-    def check(self, name: str) -> None:
-        """Raises :class:`UnknownNameError` unless ``name`` is registered (for config ``__post_init__``)."""
+    def check(self, name: str, key: str | None = None) -> None:
+        """Raises :class:`UnknownNameError` unless ``name`` is registered (for config ``__post_init__``).
+
+        Args:
+            name: The configured name.
+            key: The config key that holds it, for the message when it differs from the registry's ``key``
+                (``"graph_matching.solver"`` for the solver registry, whose own key is ``"solver"``).
+        """
         if name not in self._entries:
-            raise self.unknown(name)
+            raise self.unknown(name, key)
 
     def get(self, name: str) -> T:
         """The entry for ``name``, importing a lazy ``"module:attribute"`` entry on first use."""
@@ -120,3 +131,26 @@ class Registry(Generic[T]):
         """Calls the entry for ``name`` with the given arguments."""
         factory: Callable[..., Any] = self.get(name)  # type: ignore[assignment]
         return factory(*args, **kwargs)
+
+
+def check_choice(value: str, choices: Iterable[str], name: str) -> None:
+    """Validates a string choice field in a config's ``__post_init__`` (OmegaConf has no ``Literal``).
+
+    For names that a :class:`Registry` holds, use its ``check`` instead (it also knows entries registered later,
+    e.g. by a plugin). Also importable as ``lvmmed.config.check_choice``; it lives here so that modules which
+    validate a choice do not import OmegaConf.
+
+    Args:
+        value: The configured string.
+        choices: The allowed strings.
+        name: The config key, for the message.
+
+    Raises:
+        ValueError: ``value`` is not one of ``choices`` (``lvmmed.config.load_config`` turns it into a
+            ``ConfigError``); the message names the closest choice.
+    """
+    choices = tuple(choices)
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}{hint}")

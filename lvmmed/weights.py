@@ -31,9 +31,13 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from lvmmed import __version__
 from lvmmed.errors import EXIT_CODES_HELP, run_cli
+from lvmmed.model_card import code_version, render_model_card
 from lvmmed.models.base import Backbone
+from lvmmed.models.loading import load_backbone
 from lvmmed.models.state_dict import LoadReport, WeightLoadError, detect_layout, strip_prefixes
+from lvmmed.onnx_export import export_onnx
 from lvmmed.weight_sources import (
     CONFIG_NAME,
     CORE_CONFIG_KEYS,
@@ -81,9 +85,6 @@ def save_pretrained(backbone: Backbone, out_dir: str | os.PathLike, extra_config
     (JSON-serialisable; it may not override the core keys). ``README.md`` is rendered from ``config.json``
     (:func:`lvmmed.model_card.render_model_card`).
     """
-    from lvmmed import __version__
-    from lvmmed.model_card import code_version, render_model_card
-
     extra = dict(extra_config or {})
     clash = sorted(set(extra) & set(CORE_CONFIG_KEYS))
     if clash:
@@ -110,40 +111,6 @@ def save_pretrained(backbone: Backbone, out_dir: str | os.PathLike, extra_config
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def load_backbone(
-    source: str | os.PathLike,
-    name: str | None = None,
-    in_chans: int | None = None,
-    img_size: int | None = None,
-    allow_network: bool = False,
-) -> Backbone:
-    """Builds and loads a backbone from a source, reading the architecture from it where possible.
-
-    Export dirs give everything through ``config.json``; published names imply their architecture; plain files are
-    recognised from their keys and shapes (``in_chans`` from the stem, ``img_size`` from position tables, else 224).
-    Explicit arguments win (``in_chans=1`` on a 3-channel file sums the stem).
-    """
-    from lvmmed.models.factory import build_and_load  # heavy (torchvision, timm); the factory never imports us
-
-    resolved = resolve_source(source, allow_network)
-    layout = None
-    if resolved.config is not None:
-        arch = resolved.config["architecture"]
-        if name is not None and name != arch:
-            raise WeightLoadError(f"export {resolved.path} holds a {arch}, not a {name}")
-        in_chans = in_chans or resolved.config.get("in_chans", 3)
-        img_size = img_size or resolved.config.get("img_size", 224)
-    else:
-        state, _, _ = strip_prefixes(read_state_dict(resolved.path))
-        layout = detect_layout(state)
-        arch = name or resolved.architecture or layout.architecture
-        if arch is None:
-            raise WeightLoadError(f"cannot tell the architecture of {source} (layout {layout.kind}); pass name=...")
-        in_chans = in_chans or layout.in_chans or 3
-        img_size = img_size or layout.img_size or 224
-    return build_and_load(arch, in_chans, img_size, os.fspath(source), allow_network)
 
 
 def inspect_file(path: str | os.PathLike) -> dict:
@@ -216,8 +183,6 @@ def _run(argv: list[str]) -> int:
     elif args.command == "convert":
         print(f"wrote {convert_file(args.file, args.to, args.out)}")
     else:
-        from lvmmed.onnx_export import export_onnx
-
         report = export_onnx(args.source, args.out, opset=args.opset, check=not args.no_check)
         checked = (
             f"; onnxruntime vs torch on real CT/MR slices at batch 1 and 3: max abs diff {report['max_abs_diff']:.3g}"

@@ -14,6 +14,7 @@ Exit codes: 0 all cells ok, 1 some cell failed (the report says which), 2 bad co
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shlex
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lvmmed.config import ConfigError, load_config, save_config
-from pretrain.ablation_config import AblationConfig, EvalSpec, VariantSpec
+from pretrain.ablation_config import AblationConfig, EvalSpec, VariantSpec, resolved_max_steps
+from pretrain.ablation_report import write_reports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,8 +189,6 @@ class Harness:
 
 def last_metrics(csv_path: Path) -> dict[str, float]:
     """The last logged row of a pretraining ``metrics.csv`` (``{}`` if there is none)."""
-    import csv
-
     try:
         with open(csv_path, newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -201,21 +201,6 @@ def last_metrics(csv_path: Path) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return out
-
-
-def resolved_max_steps(cfg: AblationConfig) -> dict[str, int]:
-    """Each pretrained variant's step budget (base config + shared overrides + its own).
-
-    Resolving every variant's pretraining config here also rejects a bad variant override at start-up (exit 2),
-    before any cell runs.
-    """
-    from pretrain.config import PretrainConfig
-
-    return {
-        v.name: load_config(PretrainConfig, cfg.pretrain_config, [*cfg.pretrain_overrides, *v.overrides]).max_steps
-        for v in cfg.variants
-        if v.source != "random"
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +217,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"python -m pretrain.ablation: error: {err}", file=sys.stderr)
         return 2
-    from pretrain.ablation_report import write_reports
-
     command = cfg.command or "python -m pretrain.ablation " + shlex.join(argv)
     harness = Harness(cfg)
     pre, evals = harness.pending()

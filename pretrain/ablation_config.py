@@ -25,6 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lvmmed.config import load_config
+from lvmmed.registry import check_choice
+from pretrain.config import PretrainConfig
+
 SOURCES = ("pretrain", "random")
 
 
@@ -49,8 +53,7 @@ class VariantSpec:
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "_-." for c in self.name):
             raise ValueError(f"variants[].name must be a non-empty directory-safe name, got {self.name!r}")
-        if self.source not in SOURCES:
-            raise ValueError(f"variants[].source must be one of {SOURCES}, got {self.source!r}")
+        check_choice(self.source, SOURCES, "variants[].source")
         if self.source == "random" and self.overrides:
             raise ValueError(f"variant {self.name!r}: a random-init variant takes no pretraining overrides")
         if not self.label:
@@ -150,3 +153,16 @@ class AblationConfig:
             raise ValueError(f"ablation.seeds must be unique and non-empty, got {self.seeds}")
         if self.workers < 1 or self.threads_per_worker < 1:
             raise ValueError("ablation.workers and threads_per_worker must be >= 1")
+
+
+def resolved_max_steps(cfg: AblationConfig) -> dict[str, int]:
+    """Each pretrained variant's step budget (base config + shared overrides + its own).
+
+    Resolving every variant's pretraining config here also rejects a bad variant override at start-up (exit 2),
+    before any cell runs.
+    """
+    return {
+        v.name: load_config(PretrainConfig, cfg.pretrain_config, [*cfg.pretrain_overrides, *v.overrides]).max_steps
+        for v in cfg.variants
+        if v.source != "random"
+    }

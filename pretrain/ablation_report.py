@@ -2,7 +2,8 @@
 
 Per evaluation (task/method) and variant: mean ± sample std over pretraining seeds and the Student-t 95% CI of
 the mean (honest at 3–5 seeds). Every variant is compared with the reference on the *same* seeds: the mean paired
-difference, its t 95% CI and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``). Cells that failed or
+difference, its t 95% CI and the two-sided paired t-test p-value (``scipy.stats.ttest_rel``), all from
+:mod:`lvmmed.stats`, the seed-level statistics the downstream benchmark report uses too. Cells that failed or
 have not run yet are left out and counted; a report with missing cells says "partial" in its first line.
 """
 
@@ -16,37 +17,35 @@ from typing import Any
 
 import numpy as np
 
-from pretrain.ablation_config import AblationConfig
+from lvmmed import stats
+from lvmmed.config import load_config
+from lvmmed.markers import write_block
+from pretrain.ablation_config import AblationConfig, resolved_max_steps
+from pretrain.config import PretrainConfig
 
 METRIC = "accuracy"
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float, float]:
-    """(mean, std, ci_low, ci_high) with the Student-t 95% interval; NaN bounds below 2 values."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) == 0:
+def seed_stats(values: list[float]) -> tuple[float, float, float, float]:
+    """(mean, std, ci_low, ci_high) over pretraining seeds (:func:`lvmmed.stats.summarize`, Student-t 95% CI);
+    NaN std and bounds below 2 values, all NaN for none."""
+    if not values:
         return (math.nan,) * 4
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, math.nan, math.nan, math.nan
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.975, len(x) - 1)) * std / math.sqrt(len(x))
-    return mean, std, mean - half, mean + half
+    summary = stats.summarize(values)
+    return summary.mean, summary.std, summary.ci_low, summary.ci_high
 
 
-def paired(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
-    """Paired difference (variant − reference) over the seeds both have."""
-    from scipy import stats
+def versus_reference(values: dict[int, float], reference: dict[int, float]) -> dict[str, Any]:
+    """Paired difference (variant − reference) over the seeds both have (:func:`lvmmed.stats.paired`, t-test).
 
+    ``p`` is NaN when fewer than 2 seeds pair up or when the difference is the same on every seed (zero
+    included): with no spread across seeds a t-test has nothing to test, and the table shows no p.
+    """
     seeds = sorted(set(values) & set(reference))
     diffs = [values[s] - reference[s] for s in seeds]
-    mean, _std, low, high = t_interval(diffs)
-    p = math.nan
-    if len(seeds) >= 2 and np.std(diffs) > 0:
-        p = float(stats.ttest_rel([values[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
-    return {"n": len(seeds), "diff": mean, "ci": [low, high], "p": p}
+    result = stats.paired([values[s] for s in seeds], [reference[s] for s in seeds], test="ttest")
+    p = result.p_value if result.p_value is not None and np.ptp(diffs) > 0 else math.nan
+    return {"n": result.n, "diff": result.mean_diff, "ci": [result.ci_low, result.ci_high], "p": p}
 
 
 def collect(cfg: AblationConfig, harness: Any) -> dict[str, Any]:
@@ -74,10 +73,10 @@ def summarize(cfg: AblationConfig, data: dict[str, Any]) -> dict[str, Any]:
         rows = {}
         for v in cfg.variants:
             vals = by_variant.get(v.name, {})
-            mean, std, low, high = t_interval(list(vals.values()))
+            mean, std, low, high = seed_stats(list(vals.values()))
             rows[v.name] = {"n": len(vals), "values": vals, "mean": mean, "std": std, "ci": [low, high]}
             if v.name != cfg.reference:
-                rows[v.name]["vs_reference"] = paired(vals, ref)
+                rows[v.name]["vs_reference"] = versus_reference(vals, ref)
         out[key] = rows
     return out
 
@@ -115,8 +114,6 @@ def headline_lines(cfg: AblationConfig, summary: dict[str, Any]) -> list[str]:
 
 def variant_steps(cfg: AblationConfig) -> dict[str, int]:
     """Each pretrained variant's step budget; ``{}`` when the pretraining config cannot be resolved here."""
-    from pretrain.ablation import resolved_max_steps
-
     try:
         return resolved_max_steps(cfg)
     except Exception:  # the report must still be written; the phrase then omits the budgets
@@ -134,9 +131,6 @@ def _budget(steps: dict[str, int], a: str, b: str) -> str:
 
 def pool_line(cfg: AblationConfig) -> str:
     """The pretraining pool read from the shard manifests: ``set train-count`` per set and the total."""
-    from lvmmed.config import load_config
-    from pretrain.config import PretrainConfig
-
     try:
         pre = load_config(PretrainConfig, cfg.pretrain_config, cfg.pretrain_overrides)
     except Exception as err:  # the report must still be written; say why the pool is unknown
@@ -226,8 +220,6 @@ def markdown(cfg: AblationConfig, data: dict[str, Any], summary: dict[str, Any],
 
 def write_reports(cfg: AblationConfig, harness: Any, command: str) -> dict[str, Path]:
     """Writes ``results.json`` and ``report.md`` under ``output_dir`` and the ``report`` block, if configured."""
-    from lvmmed.markers import write_block
-
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = collect(cfg, harness)

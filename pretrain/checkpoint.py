@@ -33,8 +33,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from accelerate import Accelerator
 
+from lvmmed.config import flatten_config, to_dict
 from lvmmed.errors import CheckpointError, OutputError, output_error
 
 STATE_NAME = "trainer_state.json"
@@ -306,10 +308,6 @@ def config_changes(saved: Path, cfg: Any) -> list[str]:
     """``key (old → new)`` for every setting that differs from the checkpoint's ``config.yaml``, except the ones
     that do not change the trajectory (:data:`RESUME_FREE_KEYS`: paths, budget, logging, the monitor, and the
     init weights, which a resumed run never re-loads)."""
-    import yaml
-
-    from lvmmed.config import flatten_config, to_dict
-
     try:
         old = flatten_config(yaml.safe_load(saved.read_text()) or {})
     except (OSError, yaml.YAMLError):

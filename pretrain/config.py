@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from lvmmed.data.augment import AugmentConfig
 from lvmmed.data.shard_sets import DataConfig
 from lvmmed.losses import LossConfig
+from lvmmed.registry import check_choice
+from pretrain.projectors import PROJECTORS
 
-PROJECTORS = ("simclr", "vicreg", "byol", "barlow")
 # Loggers beside metrics.csv: Accelerate's own trackers by name, plus ``jsonl`` (pretrain.logging_utils.JsonlTracker).
 TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "jsonl": (), "mlflow": ("mlflow",),
                     "wandb": ("wandb",)}  # fmt: skip
@@ -30,7 +31,7 @@ class ModelConfig:
         in_chans: 1 (grey CT/MR/X-ray as is) or 3 (grey replicated, colour kept).
         pretrained: Replaced by ``init.weights`` (kept only so that configs saved by older runs load; a
             non-empty value is a config error naming the new key).
-        projector: lightly head: ``simclr`` | ``vicreg`` | ``byol`` | ``barlow``.
+        projector: a ``pretrain.projectors.PROJECTORS`` lightly head: ``simclr`` | ``vicreg`` | ``byol`` | ``barlow``.
         proj_hidden_dim, proj_output_dim, proj_layers: Head sizes (``proj_layers`` for simclr/vicreg).
     """
 
@@ -48,8 +49,7 @@ class ModelConfig:
         check_backbone_name(self.backbone, "model.backbone")
         if self.in_chans not in (1, 3):
             raise ValueError(f"model.in_chans must be 1 or 3, got {self.in_chans}")
-        if self.projector not in PROJECTORS:
-            raise ValueError(f"model.projector must be one of {PROJECTORS}, got '{self.projector}'")
+        PROJECTORS.check(self.projector)
         if self.pretrained:
             raise ValueError(
                 f"model.pretrained is replaced by init.weights: give init.weights={self.pretrained} (and "
@@ -109,8 +109,7 @@ class OptimConfig:
     clip_grad_norm: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got '{self.name}'")
+        check_choice(self.name, OPTIMIZERS, "optim.name")
         if self.grad_accum_steps < 1 or self.warmup_steps < 0 or not 0 < self.lr < math.inf:
             raise ValueError(
                 f"optim needs a finite lr > 0, warmup_steps >= 0 and grad_accum_steps >= 1, got lr={self.lr}, "
@@ -158,8 +157,7 @@ class MonitorConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.labels not in MONITOR_LABELS:
-            raise ValueError(f"monitor.labels must be one of {MONITOR_LABELS}, got '{self.labels}'")
+        check_choice(self.labels, MONITOR_LABELS, "monitor.labels")
         if "test" in (self.train_split, self.test_split) or self.train_split == self.test_split:
             raise ValueError(
                 f"monitor.train_split and monitor.test_split must be two different splits other than test (held out "
@@ -220,8 +218,7 @@ class PretrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got '{self.mixed_precision}'")
+        check_choice(self.mixed_precision, PRECISIONS, "mixed_precision")
         if self.max_steps < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
             raise ValueError("max_steps, keep_checkpoints and log_every must be >= 1")
         if self.max_nonfinite_in_a_row < 1:

@@ -13,6 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
+from accelerate.state import AcceleratorState, GradientState
+
+from pretrain.__main__ import main as train
 from pretrain.plot import plot_metrics
 
 
@@ -25,10 +28,6 @@ def run_demo(
     extra: list[str] | None = None,
 ) -> dict:
     """Runs ``python -m pretrain`` in-process on the tiny config and plots its curves."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    from pretrain.__main__ import main
-
     out = Path(out_dir)
     argv = [
         "--config",
@@ -41,7 +40,7 @@ def run_demo(
         *(extra or []),
     ]
     try:
-        result = main(argv)
+        result = train(argv)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()

@@ -5,15 +5,16 @@ The training loop only calls ``loss, info = model(view0, view1)``; every loss te
 
 * Both views go through the backbone in **one** forward pass (batch 2B), which is faster than two passes; with
   BatchNorm backbones the batch statistics therefore span both views (as in SimCLR's reference implementation).
-* Pre-pool feature maps are computed only when the loss uses them (graph matching with ``local_weight > 0``).
-* The projector is a lightly head (``SimCLRProjectionHead`` by default; LVM-Med's projector h_θ is unspecified).
+* Pre-pool feature maps are computed only when the loss uses them (its ``uses_local_features``: graph matching
+  with ``local_weight > 0``).
+* The projector is a lightly head chosen by name (``pretrain.projectors``; ``SimCLRProjectionHead`` by default,
+  LVM-Med's projector h_θ is unspecified).
 * ``init.weights`` initialises the backbone only (``pretrain.init_weights``); projector and loss start fresh.
 """
 
 from __future__ import annotations
 
 import torch
-from lightly.models.modules import heads
 from torch import nn
 
 from lvmmed.losses import build_loss
@@ -21,19 +22,7 @@ from lvmmed.models import create_backbone
 from lvmmed.models.base import Backbone
 from pretrain.config import PretrainConfig
 from pretrain.init_weights import load_init_weights
-
-
-def build_projector(kind: str, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> nn.Module:
-    """A lightly projection head by name."""
-    if kind == "simclr":
-        return heads.SimCLRProjectionHead(input_dim, hidden_dim, output_dim, num_layers=num_layers)
-    if kind == "vicreg":
-        return heads.VICRegProjectionHead(input_dim, hidden_dim, output_dim, num_layers=num_layers)
-    if kind == "byol":
-        return heads.BYOLProjectionHead(input_dim, hidden_dim, output_dim)
-    if kind == "barlow":
-        return heads.BarlowTwinsProjectionHead(input_dim, hidden_dim, output_dim)
-    raise ValueError(f"unknown projector '{kind}'")
+from pretrain.projectors import build_projector
 
 
 class SSLMetaArch(nn.Module):
@@ -67,7 +56,7 @@ class SSLMetaArch(nn.Module):
             m.projector, backbone.feature_dim, m.proj_hidden_dim, m.proj_output_dim, m.proj_layers
         )
         loss = build_loss(cfg.loss, m.proj_output_dim)
-        local = cfg.loss.name == "graph_matching" and cfg.loss.graph_matching.local_weight > 0
+        local = bool(getattr(loss, "uses_local_features", False))
         model = cls(backbone, projector, loss, use_local_features=local)
         model.init_record = record
         return model

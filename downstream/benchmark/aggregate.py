@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from downstream import stats as st
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell
+from lvmmed import stats as st
 
 # Column order of the results table: LP | MLP | VP | MoVL | VPT-s | VPT-d | Adapter | LoRA | GMoE | FF.
 DISPLAY = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from downstream import stats as st
 from downstream.benchmark.aggregate import Aggregate, column_rank, display_name, fmt, fmt_count
+from lvmmed import stats as st
 
 
 def _cell_text(agg: Aggregate, key: tuple) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 
+from downstream.__main__ import main as downstream_main
+
 PROG = "python -m downstream.segmentation"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs :func:`downstream.__main__.main` with segmentation as the default task family."""
-    from downstream.__main__ import main as downstream_main
-
     return downstream_main(list(sys.argv[1:] if argv is None else argv), prog=PROG, default="segmentation")
 
 

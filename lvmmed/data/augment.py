@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from lvmmed.data.channels import match_channels
+from lvmmed.registry import check_choice
 
 PRESETS: dict[str, dict[str, object]] = {
     "deepcluster_v2": {
@@ -118,8 +119,7 @@ class AugmentConfig:
     std: list[float] = field(default_factory=lambda: [0.5])
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise ValueError(f"augment.preset must be one of {sorted(PRESETS)}, got '{self.preset}'")
+        check_choice(self.preset, sorted(PRESETS), "augment.preset")
         defaults = {"hflip_prob": 0.5, **PRESETS[self.preset]}
         for f in fields(self):
             if getattr(self, f.name) is None and f.name in defaults:

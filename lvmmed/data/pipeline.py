@@ -46,6 +46,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lvmmed.config import ConfigError
 from lvmmed.data.augment import AugmentConfig, TwoViewTransform
 from lvmmed.data.channels import to_chw
 from lvmmed.data.remote import cache_name, check_cache_dir, describe_failure, require_backend
@@ -350,7 +351,6 @@ class StreamPosition:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["num_workers"]) != self.num_workers:
-            from lvmmed.config import ConfigError
 
             def said(n: int) -> str:  # 0 and 1 both give one stream
                 return "0 or 1" if n == 1 else str(n)

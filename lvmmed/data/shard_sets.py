@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lvmmed.data.remote import is_pattern, is_remote
 from lvmmed.data.shards import MANIFEST_NAME, ShardFormatError, load_manifest
+from lvmmed.registry import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,7 @@ class DataConfig:
     min_skips_to_fail: int = 20
 
     def __post_init__(self) -> None:
-        if self.mixing not in ("size", "equal"):
-            raise ValueError(f"data.mixing must be 'size' or 'equal', got '{self.mixing}'")
+        check_choice(self.mixing, ("size", "equal"), "data.mixing")
         if self.batch_size < 2:
             raise ValueError("data.batch_size must be >= 2 (contrastive and matching losses need pairs)")
         if self.num_workers < 0:

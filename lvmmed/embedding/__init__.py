@@ -21,17 +21,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from lvmmed import __version__
+from lvmmed.data.channels import match_channels, to_chw
+from lvmmed.data.processing import resize
+from lvmmed.data.shards import sha256_file
+from lvmmed.embedding.plot import plot_map
 from lvmmed.embedding.sources import Item, open_sources
 from lvmmed.embedding.store import EmbeddingStore, read_csv, write_json
+from lvmmed.errors import InputError, UsageError
+from lvmmed.weight_sources import WEIGHTS_NAME, input_settings, resolve_source
+from lvmmed.weights import load_backbone
 
 __all__ = ["embed", "prepare_batch"]
 
 
 def prepare_batch(images: list[np.ndarray], in_chans: int, img_size: int, mean, std) -> torch.Tensor:
     """[0, 1] (H, W[, C]) images to a normalised (B, in_chans, img_size, img_size) float32 batch."""
-    from lvmmed.data.channels import match_channels, to_chw
-    from lvmmed.data.processing import resize
-
     x = torch.stack([match_channels(to_chw(resize(np.asarray(im, np.float32), img_size)), in_chans) for im in images])
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -89,10 +94,6 @@ class _Chunks:
 
 
 def _fingerprint(weights: str, resolved, model, spec: dict, sources, chunk_size: int) -> dict[str, Any]:
-    from lvmmed import __version__
-    from lvmmed.data.shards import sha256_file
-    from lvmmed.weight_sources import WEIGHTS_NAME
-
     file = resolved.path / WEIGHTS_NAME if resolved.path.is_dir() else resolved.path
     return {
         "weights": weights, "weights_sha256": sha256_file(file), "architecture": model.name,
@@ -128,10 +129,6 @@ def embed(
         InputError: No image could be read, or the inputs changed under a resumed run.
     """
     from tqdm.auto import tqdm
-
-    from lvmmed.errors import InputError, UsageError
-    from lvmmed.weight_sources import input_settings, resolve_source
-    from lvmmed.weights import load_backbone
 
     if batch_size < 1 or chunk_size < 1:
         raise UsageError(f"--batch-size and --chunk-size must be >= 1, got {batch_size} and {chunk_size}")
@@ -170,8 +167,6 @@ def embed(
         state = store.finalize(-(-count // chunk_size), {"failures": len(failures), "computed_now": chunks.computed})
         summary = {**state, "out": str(store.out)}
     if plot:
-        from lvmmed.embedding.plot import plot_map
-
         features = np.load(store.out / "embeddings.npy", mmap_mode="r")
         rows = read_csv(store.out / "index.csv")
         summary["plot"] = plot_map(features, rows, store.out / "map.png", tuple(color_by), plot_method,

@@ -13,7 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-from lvmmed.errors import EXIT_CODES_HELP, run_cli
+from lvmmed.embedding import embed
+from lvmmed.errors import EXIT_CODES_HELP, UsageError, run_cli
+from lvmmed.weight_sources import WeightsNotFoundError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,9 +42,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(argv: list[str]) -> int:
-    from lvmmed.embedding import embed
-    from lvmmed.errors import UsageError
-
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -66,8 +65,6 @@ def _run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command under the error contract (one line; exit 2 usage, 1 run failure)."""
-    from lvmmed.weight_sources import WeightsNotFoundError
-
     return run_cli(_run, argv, "lvmmed embed", usage_errors=(WeightsNotFoundError,))
 
 

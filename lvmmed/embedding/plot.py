@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lvmmed.errors import UsageError
+
 METHODS = ("auto", "umap", "pca", "tsne")
 MAX_CATEGORIES = 19
 
@@ -35,8 +37,6 @@ def project_2d(features: np.ndarray, method: str = "auto", seed: int = 0) -> tup
         return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1])))), "none (fewer than 3 points)"
     if method == "umap":
         if not _umap_available():
-            from lvmmed.errors import UsageError
-
             raise UsageError("--plot-method umap needs umap-learn (not installed)", fix="pip install umap-learn")
         import warnings
 

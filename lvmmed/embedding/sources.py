@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from lvmmed.data.processing import iter_slices, normalize_intensity
+from lvmmed.data.readers import ImageRecord, load_image, read_nifti
+from lvmmed.data.readers.dicom import iter_series, walk_files
 from lvmmed.data.readers.images import IMAGE_EXTENSIONS
+from lvmmed.data.readers.record import check_not_constant
+from lvmmed.data.remote import is_pattern, is_remote
+from lvmmed.data.shards import MANIFEST_NAME, iter_samples, load_manifest
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IGNORED_SUFFIXES = (".csv", ".json", ".txt", ".md", ".yaml", ".yml", ".tsv", ".xml", ".html", ".pdf")
@@ -63,9 +69,6 @@ def open_sources(
         FileNotFoundError: A local path does not exist.
         ShardFormatError: A shard set's manifest is unreadable.
     """
-    from lvmmed.data.remote import is_pattern, is_remote
-    from lvmmed.data.shards import MANIFEST_NAME, load_manifest
-
     sources = []
     for text in paths:
         path = Path(text)
@@ -90,8 +93,6 @@ def _text(value: Any) -> str:
 
 
 def _shard_items(source: Source) -> Iterator[Item]:
-    from lvmmed.data.shards import iter_samples, load_manifest
-
     manifest = load_manifest(source.location)
     splits = source.options.get("splits")
     samples = iter_samples(source.location) if splits is None else (
@@ -121,8 +122,6 @@ def _kind_of(file: Path) -> str | None:
 
 
 def _folder_items(source: Source) -> Iterator[Item]:
-    from lvmmed.data.readers.dicom import iter_series, walk_files
-
     root = Path(source.location)
     files = walk_files(root) if root.is_dir() else [root]
     base = root if root.is_dir() else root.parent
@@ -146,9 +145,6 @@ def _folder_items(source: Source) -> Iterator[Item]:
 
 
 def _read_file(file: Path):
-    from lvmmed.data.readers import ImageRecord, load_image, read_nifti
-    from lvmmed.data.readers.record import check_not_constant
-
     if file.name.lower().endswith(NIFTI_SUFFIXES):
         return read_nifti(file)
     array = load_image(file)
@@ -157,9 +153,6 @@ def _read_file(file: Path):
 
 
 def _record_items(record, file: Path, base: Path, dataset: str, source: Source) -> Iterator[Item]:
-    from lvmmed.data.processing import iter_slices, normalize_intensity
-    from lvmmed.data.readers import ImageRecord
-
     modality = str(record.meta.get("modality") or "OT")
     try:
         scaled, _ = normalize_intensity(record.array, modality)

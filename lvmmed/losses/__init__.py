@@ -1,6 +1,9 @@
 """Pretraining losses with one interface: ``loss, info = module(z0, z1, feats0=None, feats1=None)``.
 
-``build_loss(cfg, dim)`` picks the LVM-Med graph-matching loss or a lightly baseline from a ``LossConfig``.
+``build_loss(cfg, dim)`` builds the loss that ``cfg.name`` names in :data:`LOSSES`: the LVM-Med graph-matching
+loss or a lightly baseline, each registered next to its class. A new loss is one ``LOSSES.register`` call
+(CONTRIBUTING.md, "Adding a loss (or any named component)"); ``loss.name`` then validates and builds it. A loss
+whose ``uses_local_features`` attribute is true also receives the backbone's pre-pool feature maps.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from torch import nn
 
 from lvmmed.losses.baselines import BYOLStyleLoss, NTXentLoss, VICRegLoss
 from lvmmed.losses.config import (
+    LOSSES,
     BYOLConfig,
     GraphMatchingConfig,
     LossConfig,
@@ -19,19 +23,12 @@ from lvmmed.losses.graph_matching import GraphMatchingLoss
 
 
 def build_loss(cfg: LossConfig, dim: int) -> nn.Module:
-    """The loss module named by ``cfg.name``; ``dim`` is the projector output dimension."""
-    if cfg.name == "graph_matching":
-        return GraphMatchingLoss(dim, cfg.graph_matching)
-    if cfg.name == "ntxent":
-        return NTXentLoss(cfg.ntxent)
-    if cfg.name == "vicreg":
-        return VICRegLoss(cfg.vicreg)
-    if cfg.name == "byol":
-        return BYOLStyleLoss(dim, cfg.byol)
-    raise ValueError(f"unknown loss '{cfg.name}'")
+    """The loss module registered under ``cfg.name``; ``dim`` is the projector output dimension."""
+    return LOSSES.build(cfg.name, cfg, dim)
 
 
 __all__ = [
+    "LOSSES",
     "BYOLConfig",
     "BYOLStyleLoss",
     "GraphMatchingConfig",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lvmmed.losses._checks import check_pair
-from lvmmed.losses.config import BYOLConfig, NTXentConfig, VICRegConfig
+from lvmmed.losses.config import LOSSES, BYOLConfig, NTXentConfig, VICRegConfig
 
 
 class NTXentLoss(nn.Module):
@@ -34,6 +34,9 @@ class NTXentLoss(nn.Module):
         check_pair(z0, z1)
         loss = self.loss(z0.float(), z1.float())
         return loss, {"loss_ntxent": float(loss.detach())}
+
+
+LOSSES.register("ntxent", lambda cfg, dim: NTXentLoss(cfg.ntxent))
 
 
 class VICRegLoss(nn.Module):
@@ -59,6 +62,9 @@ class VICRegLoss(nn.Module):
             raise ValueError("VICReg needs a batch of at least 2 (its variance term is undefined for B = 1)")
         loss = self.loss(z0.float(), z1.float())
         return loss, {"loss_vicreg": float(loss.detach())}
+
+
+LOSSES.register("vicreg", lambda cfg, dim: VICRegLoss(cfg.vicreg))
 
 
 class BYOLStyleLoss(nn.Module):
@@ -92,3 +98,6 @@ class BYOLStyleLoss(nn.Module):
         p0, p1 = self.predictor(z0), self.predictor(z1)
         loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
         return loss, {"loss_byol": float(loss.detach())}
+
+
+LOSSES.register("byol", lambda cfg, dim: BYOLStyleLoss(dim, cfg.byol))

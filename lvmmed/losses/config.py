@@ -6,10 +6,17 @@ next to the field and measured in ``docs/graph_matching.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-LOSS_NAMES = ("graph_matching", "ntxent", "vicreg", "byol")
-GM_SOLVERS = ("factorized", "pygmtools", "hungarian")
+from torch import nn
+
+from lvmmed.matching.solvers import SOLVERS
+from lvmmed.registry import Registry, check_choice
+
+# ``loss.name`` -> ``builder(loss_config, dim) -> nn.Module`` with ``loss, info = module(z0, z1, feats0, feats1)``.
+# Each loss module registers itself next to its class (``lvmmed/losses/__init__.py`` imports them all).
+LOSSES: Registry[Callable[[LossConfig, int], nn.Module]] = Registry("loss", key="loss.name")
 GM_METHODS = ("auto", "ipfp", "rrwm", "sm")
 GM_ASSIGNMENT = ("lapjv", "scipy")
 GM_AUX = ("none", "infonce")
@@ -102,14 +109,9 @@ class GraphMatchingConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"graph_matching.k must be >= 1, got {self.k}")
-        if self.solver not in GM_SOLVERS:
-            raise ValueError(f"graph_matching.solver must be one of {GM_SOLVERS}, got '{self.solver}'")
-        if self.solver_method not in GM_METHODS:
-            raise ValueError(f"graph_matching.solver_method must be one of {GM_METHODS}, got '{self.solver_method}'")
-        if self.solver_assignment not in GM_ASSIGNMENT:
-            raise ValueError(
-                f"graph_matching.solver_assignment must be one of {GM_ASSIGNMENT}, got '{self.solver_assignment}'"
-            )
+        SOLVERS.check(self.solver, "graph_matching.solver")
+        check_choice(self.solver_method, GM_METHODS, "graph_matching.solver_method")
+        check_choice(self.solver_assignment, GM_ASSIGNMENT, "graph_matching.solver_assignment")
         if self.solver == "factorized" and self.solver_method == "sm":
             raise ValueError("graph_matching.solver_method 'sm' is only available with solver=pygmtools")
         if self.lambda_val <= 0:
@@ -118,10 +120,8 @@ class GraphMatchingConfig:
             raise ValueError("graph_matching weights (margin, aux, local, edge, hamming) must be >= 0")
         if self.perturb_samples < 1 or self.perturb_noise < 0:
             raise ValueError("graph_matching.perturb_samples must be >= 1 and perturb_noise >= 0")
-        if self.aux not in GM_AUX:
-            raise ValueError(f"graph_matching.aux must be one of {GM_AUX}, got '{self.aux}'")
-        if self.node_norm not in GM_NODE_NORMS:
-            raise ValueError(f"graph_matching.node_norm must be one of {GM_NODE_NORMS}, got '{self.node_norm}'")
+        check_choice(self.aux, GM_AUX, "graph_matching.aux")
+        check_choice(self.node_norm, GM_NODE_NORMS, "graph_matching.node_norm")
         if self.hamming_weight == 0 and (self.aux == "none" or self.aux_weight == 0):
             raise ValueError("graph_matching: hamming_weight=0 needs an auxiliary term (aux=infonce, aux_weight > 0)")
         if self.mp_layers < 0 or self.mp_hidden < 1 or self.local_grid < 1 or self.solver_max_iter < 1:
@@ -130,8 +130,7 @@ class GraphMatchingConfig:
             raise ValueError(f"graph_matching.solver_backward_iter must be >= 1, got {self.solver_backward_iter}")
         if self.aux_temperature <= 0:
             raise ValueError(f"graph_matching.aux_temperature must be > 0, got {self.aux_temperature}")
-        if self.on_nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"graph_matching.on_nonfinite must be one of {NONFINITE_POLICIES}")
+        check_choice(self.on_nonfinite, NONFINITE_POLICIES, "graph_matching.on_nonfinite")
 
 
 @dataclass
@@ -181,7 +180,9 @@ class LossConfig:
     """Which pretraining loss and its settings.
 
     Attributes:
-        name: ``graph_matching`` | ``ntxent`` | ``vicreg`` | ``byol``.
+        name: a registered loss (:data:`LOSSES`): ``graph_matching`` | ``ntxent`` | ``vicreg`` | ``byol`` built in.
+            A loss registered elsewhere (``LOSSES.register``) takes no sub-config here: its builder receives this
+            config and the projector dimension.
     """
 
     name: str = "graph_matching"
@@ -191,5 +192,4 @@ class LossConfig:
     byol: BYOLConfig = field(default_factory=BYOLConfig)
 
     def __post_init__(self) -> None:
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"loss.name must be one of {LOSS_NAMES}, got '{self.name}'")
+        LOSSES.check(self.name)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lvmmed.losses._checks import check_pair
-from lvmmed.losses.config import GraphMatchingConfig
+from lvmmed.losses.config import LOSSES, GraphMatchingConfig
 from lvmmed.losses.distributed import gather_batch
 from lvmmed.matching.affinity import batch_standardize, edge_factors, local_affinity, pool_local, unit_rows
 from lvmmed.matching.blackbox import BlackBoxMatching
@@ -92,6 +92,11 @@ class GraphMatchingLoss(nn.Module):
         self.dim = dim
         self.message_passing = MessagePassing(dim or 0, cfg.mp_layers, cfg.mp_hidden, cfg.mp_residual_scale)
         self.spec = _solver_spec(cfg)
+
+    @property
+    def uses_local_features(self) -> bool:
+        """Whether the trainer should pass pre-pool feature maps (the local affinity term is on)."""
+        return self.config.local_weight > 0
 
     def _nonfinite(self, z0: Tensor, z1: Tensor) -> tuple[Tensor, dict[str, float]]:
         if self.config.on_nonfinite == "raise":
@@ -182,3 +187,6 @@ class GraphMatchingLoss(nn.Module):
             "local_used": float(use_local),
         }
         return loss, info
+
+
+LOSSES.register("graph_matching", lambda cfg, dim: GraphMatchingLoss(dim, cfg.graph_matching))

@@ -93,33 +93,11 @@ def keeps_forward_solution(qap: QAP, perm: Tensor, fixed_point: bool, spec: Solv
     return margin > rounding
 
 
-def solve_forward(
-    ctx: Any,
-    cv: Tensor,
-    f1: Tensor,
-    f2: Tensor,
-    nbr1: Tensor,
-    nbr2: Tensor,
-    spec: SolverSpec,
-    lambda_val: float,
-    normalize: bool,
-    stats: dict[str, float],
-) -> Tensor:
-    """The forward pass shared by the black-box autograd functions: solve, record stats, keep what backward needs."""
-    if lambda_val <= 0:
-        raise ValueError(f"lambda_val must be > 0, got {lambda_val}")
-    qap = QAP(cv, f1, f2, nbr1, nbr2)
-    matching = solve(qap, spec)
-    stats["objective"] = matching.objective
-    stats["solver_iters"] = float(matching.iterations)
-    ctx.qap, ctx.perm, ctx.spec, ctx.fixed_point = qap, matching.perm, spec, matching.fixed_point
-    ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
-    ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
-    return matching.matrix(dtype=cv.dtype)
+class MatchingFunction(torch.autograd.Function):
+    """The forward pass shared by the black-box autograd functions; subclasses define only ``backward``.
 
-
-class BlackBoxMatching(torch.autograd.Function):
-    """``X̂ = BlackBoxMatching.apply(cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)``.
+    ``apply(cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats[, samples, noise])``, the one signature of
+    :class:`BlackBoxMatching` and :class:`~lvmmed.matching.perturbed.PerturbedBlackBoxMatching`:
 
     Args (of ``apply``):
         cv: (N, N) node affinity (differentiable).
@@ -130,9 +108,13 @@ class BlackBoxMatching(torch.autograd.Function):
         normalize: whether λ is relative to ``max|∂L/∂X̂|`` (see module docstring).
         stats: a dict that receives ``objective``, ``solver_iters`` (forward), ``backward_changed`` and
             ``backward_solver_iters`` (backward).
+        samples: S ≥ 1 noise samples of the backward pass (perturbed gradient only).
+        noise: σ ≥ 0, the scale of their Gumbel noise in cosine units (perturbed gradient only).
 
     Returns:
-        The (N, N) 0/1 permutation matrix X̂ in ``cv``'s dtype.
+        The (N, N) 0/1 permutation matrix X̂ in ``cv``'s dtype. The solve, its stats and everything the backward
+        pass needs (``ctx.qap``, ``ctx.perm``, ``ctx.spec``, ``ctx.fixed_point``, ``ctx.lambda_val``,
+        ``ctx.normalize``, ``ctx.stats``, ``ctx.samples``, ``ctx.noise``, ``ctx.dtypes``) are kept on ``ctx``.
     """
 
     @staticmethod
@@ -147,8 +129,28 @@ class BlackBoxMatching(torch.autograd.Function):
         lambda_val: float,
         normalize: bool,
         stats: dict[str, float],
+        samples: int = 1,
+        noise: float = 0.0,
     ) -> Tensor:
-        return solve_forward(ctx, cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)
+        if lambda_val <= 0 or samples < 1 or noise < 0:
+            raise ValueError(f"need lambda_val > 0, samples >= 1, noise >= 0; got {lambda_val}, {samples}, {noise}")
+        qap = QAP(cv, f1, f2, nbr1, nbr2)
+        matching = solve(qap, spec)
+        stats["objective"] = matching.objective
+        stats["solver_iters"] = float(matching.iterations)
+        ctx.qap, ctx.perm, ctx.spec, ctx.fixed_point = qap, matching.perm, spec, matching.fixed_point
+        ctx.lambda_val, ctx.normalize, ctx.stats = lambda_val, normalize, stats
+        ctx.samples, ctx.noise = samples, noise
+        ctx.dtypes = (cv.dtype, f1.dtype, f2.dtype)
+        return matching.matrix(dtype=cv.dtype)
+
+
+class BlackBoxMatching(MatchingFunction):
+    """``X̂ = BlackBoxMatching.apply(cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)``.
+
+    The arguments and output are :class:`MatchingFunction`'s (without ``samples`` and ``noise``); the backward pass
+    is the plain black-box interpolation gradient of one re-solve.
+    """
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor) -> tuple[Tensor | None, ...]:

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lvmmed.matching.blackbox import edge_gradient, resolve_from, solve_forward
+from lvmmed.matching.blackbox import MatchingFunction, edge_gradient, resolve_from
 from lvmmed.matching.qap import QAP
-from lvmmed.matching.solvers import SolverSpec, solve
+from lvmmed.matching.solvers import solve
 
 
 def gumbel_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -41,33 +41,13 @@ def gumbel_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return -torch.log(-torch.log(u))
 
 
-class PerturbedBlackBoxMatching(torch.autograd.Function):
+class PerturbedBlackBoxMatching(MatchingFunction):
     """``X̂ = PerturbedBlackBoxMatching.apply(cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats, S, σ)``.
 
-    Same arguments and output as :class:`~lvmmed.matching.blackbox.BlackBoxMatching`, plus ``samples`` (S ≥ 1)
+    The arguments and output are :class:`~lvmmed.matching.blackbox.MatchingFunction`'s, with ``samples`` (S ≥ 1)
     and ``noise`` (σ ≥ 0, cosine units). The backward pass averages the interpolation gradient over S Gumbel
     perturbations of Cv (2·S solves; the noise is drawn from torch's global generator, so it is seeded).
     """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        cv: Tensor,
-        f1: Tensor,
-        f2: Tensor,
-        nbr1: Tensor,
-        nbr2: Tensor,
-        spec: SolverSpec,
-        lambda_val: float,
-        normalize: bool,
-        stats: dict[str, float],
-        samples: int,
-        noise: float,
-    ) -> Tensor:
-        if lambda_val <= 0 or samples < 1 or noise < 0:
-            raise ValueError(f"need lambda_val > 0, samples >= 1, noise >= 0; got {lambda_val}, {samples}, {noise}")
-        ctx.samples, ctx.noise = samples, noise
-        return solve_forward(ctx, cv, f1, f2, nbr1, nbr2, spec, lambda_val, normalize, stats)
 
     @staticmethod
     def backward(ctx: Any, grad_x: Tensor) -> tuple[Tensor | None, ...]:

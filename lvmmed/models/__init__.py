@@ -10,11 +10,13 @@ import importlib
 
 from lvmmed.models.base import Backbone, PromptedOutput
 
-_FACTORY_NAMES = ("SMALL_BACKBONES", "build_architecture", "check_backbone_name", "create_backbone", "list_backbones")
+_FACTORY_NAMES = (
+    "BACKBONES", "SMALL_BACKBONES", "build_architecture", "check_backbone_name", "create_backbone", "list_backbones",
+)  # fmt: skip
 
 __all__ = [
-    "SMALL_BACKBONES", "Backbone", "PromptedOutput", "build_architecture", "check_backbone_name", "create_backbone",
-    "list_backbones",
+    "BACKBONES", "SMALL_BACKBONES", "Backbone", "PromptedOutput", "build_architecture", "check_backbone_name",
+    "create_backbone", "list_backbones",
 ]  # fmt: skip
 
 

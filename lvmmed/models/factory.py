@@ -1,6 +1,6 @@
 """``create_backbone(name, in_chans=..., pretrained=...)``: the one way to build an lvmmed encoder (timm-style).
 
-Registered names:
+Registered names (:data:`BACKBONES`; a new encoder is one ``BACKBONES.register(name, builder)`` call):
 
 * ``resnet18``, ``resnet34``, ``resnet50``: torchvision ResNets (keys exactly torchvision's, no ``fc``).
 * ``vit_tiny``, ``vit_small``, ``vit_base``: timm ViT-*/16 (keys exactly timm's, no ``head``).
@@ -12,6 +12,7 @@ Small variants for CPU tests: ``resnet18``, ``vit_tiny``, ``sam_vit_tiny``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -19,35 +20,38 @@ from lvmmed.models.base import Backbone
 from lvmmed.models.resnet import ResNetBackbone
 from lvmmed.models.sam_vit import SAM_SPECS, SamViTBackbone
 from lvmmed.models.vit import TIMM_NAMES, ViTBackbone
+from lvmmed.registry import Registry
 from lvmmed.weight_sources import load_pretrained
 
-_BUILDERS: dict[str, Callable[[int, int], Backbone]] = {
-    **{name: (lambda c, s, n=name: ResNetBackbone(n, c, s)) for name in ("resnet18", "resnet34", "resnet50")},
-    **{name: (lambda c, s, n=name: ViTBackbone(n, c, s)) for name in TIMM_NAMES},
-    **{name: (lambda c, s, n=name: SamViTBackbone(n, c, s)) for name in SAM_SPECS},
-}
+# ``name`` -> ``builder(in_chans, img_size) -> Backbone`` (random init; :func:`create_backbone` loads weights).
+BACKBONES: Registry[Callable[[int, int], Backbone]] = Registry("backbone")
+for _name in ("resnet18", "resnet34", "resnet50"):
+    BACKBONES.register(_name, partial(ResNetBackbone, _name))
+for _name in TIMM_NAMES:
+    BACKBONES.register(_name, partial(ViTBackbone, _name))
+for _name in SAM_SPECS:
+    BACKBONES.register(_name, partial(SamViTBackbone, _name))
 
 SMALL_BACKBONES = ("resnet18", "vit_tiny", "sam_vit_tiny")
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by :func:`create_backbone`."""
-    return sorted(_BUILDERS)
+    """Names accepted by :func:`create_backbone` (sorted)."""
+    return sorted(BACKBONES.names())
 
 
 def check_backbone_name(name: str, key: str = "backbone") -> None:
-    """Config validation: raises ``ValueError`` naming the config ``key`` and the known backbones."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown {key} '{name}'; known: {', '.join(list_backbones())}")
+    """Config validation: raises ``ValueError`` (``UnknownNameError``) naming the config ``key``, the closest
+    registered backbone and all of them."""
+    BACKBONES.check(name, key)
 
 
 def build_architecture(name: str, in_chans: int = 3, img_size: int = 224) -> Backbone:
     """Builds a randomly initialised backbone (no weight loading)."""
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown backbone '{name}'. Known: {', '.join(list_backbones())}")
+    builder = BACKBONES.get(name)
     if in_chans < 1:
         raise ValueError(f"in_chans must be >= 1, got {in_chans}")
-    return _BUILDERS[name](in_chans, img_size)
+    return builder(in_chans, img_size)
 
 
 def create_backbone(

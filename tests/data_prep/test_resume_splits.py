@@ -86,3 +86,30 @@ def test_process_pool_gives_identical_shards(dicom_src, tmp_path, convert_folder
     convert_folder(dicom_src, tmp_path / "one", "dicom", **opts)
     convert_folder(dicom_src, tmp_path / "two", "dicom", **{**opts, "workers": 2})
     assert _shards(tmp_path / "one") == _shards(tmp_path / "two")
+
+
+def test_a_failed_fsync_in_the_finisher_stops_the_run_and_journals_only_the_shards_before_it(tmp_path, monkeypatch):
+    """One process: full shards are fsynced, renamed and journalled by a finisher thread, in order. When one fails,
+    the error reaches the caller and no later shard is renamed or journalled (the journal stays a prefix)."""
+    from data_prep import writer as writer_module
+    from data_prep.writer import EncodedSample
+
+    original, calls = writer_module._Shard.sync, {"n": 0}
+
+    def fail_second(shard):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            shard.fh.close()
+            raise OSError("simulated fsync failure")
+        original(shard)
+
+    monkeypatch.setattr(writer_module._Shard, "sync", fail_second)
+    writer = ShardSetWriter(tmp_path, "fp", maxcount=2)
+    with pytest.raises(OSError, match="simulated fsync"):
+        for i in range(9):
+            writer.write(EncodedSample(f"k{i}", "train", {"meta.json": b"{}"}))
+        writer.close()
+    writer.abort()
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["train-000000.tar"]
+    assert [s["name"] for s in json.loads((tmp_path / "progress.json").read_text())["shards"]] == ["train-000000.tar"]
+    assert list(tmp_path.glob("train-00000[1-4].tar.tmp"))  # later shards stay temporary

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 from sklearn import metrics as skm
 
 from downstream.metrics import classification_metrics, confusion, multilabel_metrics
-from downstream.stats import bootstrap_ci, mean_std, paired_bootstrap, paired_test, t_interval
+from downstream.stats import bootstrap_ci, paired_bootstrap
 
 
 def _case(seed: int, n: int = 120, c: int = 4, drop_pred_class: bool = False):
@@ -68,22 +67,6 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_estimate():
         assert ci[k][0] <= point[k] <= ci[k][1] and ci[k][1] - ci[k][0] < 0.25
     se = np.sqrt(point["accuracy"] * (1 - point["accuracy"]) / len(y))  # normal approximation
     assert ci["accuracy"][1] - ci["accuracy"][0] == pytest.approx(2 * 1.96 * se, rel=0.3)
-
-
-def test_mean_std_t_interval_and_paired_tests():
-    assert mean_std([0.5]) == (0.5, 0.0)
-    mean, std = mean_std([0.7, 0.8, 0.9, float("nan")])
-    assert mean == pytest.approx(0.8) and std == pytest.approx(0.1)
-    lo, _ = t_interval([0.7, 0.8, 0.9])
-    assert lo == pytest.approx(0.8 - sps.t.ppf(0.975, 2) * 0.1 / np.sqrt(3))
-    a, b = [0.81, 0.83, 0.80, 0.85, 0.84], [0.78, 0.80, 0.79, 0.80, 0.81]
-    assert paired_test(a, b, "ttest")["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
-    assert paired_test(a, b, "wilcoxon")["p_value"] == pytest.approx(sps.wilcoxon(a, b).pvalue)
-    perm = paired_test(a, b, "permutation")
-    assert perm["p_value"] == pytest.approx(2 / 32)  # all 5 differences positive: only ± all-flips as extreme
-    assert paired_test(a, a)["p_value"] == 1.0
-    with pytest.raises(ValueError):
-        paired_test([1.0], [2.0])
 
 
 def test_paired_bootstrap_detects_a_better_classifier():

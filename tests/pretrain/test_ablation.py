@@ -7,11 +7,12 @@ import math
 
 import pytest
 import yaml
+from scipy import stats
 
 from lvmmed.markers import read_block
 from pretrain import ablation
 from pretrain.ablation_config import AblationConfig, VariantSpec
-from pretrain.ablation_report import paired, t_interval
+from pretrain.ablation_report import seed_stats, versus_reference
 
 TINY_PRETRAIN = [
     "max_steps=2", "augment.size=32", "data.batch_size=8", "data.num_workers=0", "data.shuffle_buffer=20",
@@ -75,13 +76,19 @@ def test__bad_config_exits_2(tmp_path, capsys):
 
 
 def test__paired_statistics():
-    mean, std, low, high = t_interval([0.5, 0.6, 0.7])
+    mean, std, low, high = seed_stats([0.5, 0.6, 0.7])
     assert mean == pytest.approx(0.6) and std == pytest.approx(0.1) and low < 0.6 < high
     assert high - mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)  # t(0.975, 2)
-    cmp = paired({0: 0.6, 1: 0.7, 2: 0.9}, {0: 0.5, 1: 0.5, 2: 0.6})
+    assert seed_stats([0.5])[0] == 0.5 and all(math.isnan(x) for x in seed_stats([0.5])[1:])
+    assert all(math.isnan(x) for x in seed_stats([]))
+    cmp = versus_reference({0: 0.6, 1: 0.7, 2: 0.9}, {0: 0.5, 1: 0.5, 2: 0.6})
     assert cmp["n"] == 3 and cmp["diff"] == pytest.approx(0.2) and cmp["ci"][0] < 0.2 < cmp["ci"][1]
-    assert 0 < cmp["p"] < 1
-    assert paired({0: 0.6}, {1: 0.5})["n"] == 0
+    assert cmp["p"] == pytest.approx(stats.ttest_rel([0.6, 0.7, 0.9], [0.5, 0.5, 0.6]).pvalue, rel=1e-12)
+    assert versus_reference({0: 0.6}, {1: 0.5})["n"] == 0
+    # only the shared seeds pair up; no spread in the differences (zero or constant) means no t-test
+    assert versus_reference({0: 0.6, 1: 0.7, 2: 0.9}, {1: 0.5, 2: 0.6})["n"] == 2
+    assert math.isnan(versus_reference({0: 0.6, 1: 0.7}, {0: 0.6, 1: 0.7})["p"])
+    assert math.isnan(versus_reference({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6})["p"])
 
 
 def test__report_states_the_pretraining_pool_from_the_manifests(tmp_path):

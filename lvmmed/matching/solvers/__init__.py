@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lvmmed.matching.qap import QAP
@@ -14,8 +15,10 @@ from lvmmed.matching.solvers.factorized import ipfp, rrwm, solve_factorized
 from lvmmed.matching.solvers.hungarian import ASSIGNMENT_BACKENDS, hungarian, solve_first_order
 from lvmmed.matching.solvers.pygm_dense import dense_lawler, solve_pygmtools
 from lvmmed.matching.solvers.result import Matching
+from lvmmed.registry import Registry, check_choice
 
-SOLVERS = ("factorized", "pygmtools", "hungarian")
+# ``SolverSpec.name`` (``loss.graph_matching.solver``) -> ``solve(qap, spec) -> Matching``.
+SOLVERS: Registry[Callable[[QAP, SolverSpec], Matching]] = Registry("solver")
 
 
 @dataclass(frozen=True)
@@ -42,21 +45,20 @@ class SolverSpec:
     assignment: str = "lapjv"
 
     def __post_init__(self) -> None:
-        if self.name not in SOLVERS:
-            raise ValueError(f"unknown solver '{self.name}' (expected one of {SOLVERS})")
-        if self.assignment not in ASSIGNMENT_BACKENDS:
-            raise ValueError(f"unknown assignment backend '{self.assignment}' (expected one of {ASSIGNMENT_BACKENDS})")
+        SOLVERS.check(self.name)
+        check_choice(self.assignment, ASSIGNMENT_BACKENDS, "assignment backend")
         if self.max_iter < 1 or self.backward_max_iter < 1:
             raise ValueError(f"max_iter, backward_max_iter must be >= 1: {self.max_iter}, {self.backward_max_iter}")
 
 
+SOLVERS.register("factorized", lambda qap, spec: solve_factorized(qap, spec.method, spec.max_iter, spec.assignment))
+SOLVERS.register("pygmtools", lambda qap, spec: solve_pygmtools(qap, spec.method, spec.max_iter))
+SOLVERS.register("hungarian", lambda qap, spec: solve_first_order(qap, spec.assignment))
+
+
 def solve(qap: QAP, spec: SolverSpec) -> Matching:
     """Solves ``qap`` with the solver named in ``spec`` (maximisation)."""
-    if spec.name == "hungarian":
-        return solve_first_order(qap, spec.assignment)
-    if spec.name == "pygmtools":
-        return solve_pygmtools(qap, spec.method, spec.max_iter)
-    return solve_factorized(qap, spec.method, max_iter=spec.max_iter, backend=spec.assignment)
+    return SOLVERS.build(spec.name, qap, spec)
 
 
 __all__ = [

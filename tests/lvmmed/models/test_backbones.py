@@ -54,7 +54,7 @@ def test_registry_lists_small_and_published_architectures():
     names = list_backbones()
     for name in (*SMALL_BACKBONES, "resnet50", "vit_base", "sam_vit_b"):
         assert name in names
-    with pytest.raises(ValueError, match="Unknown backbone"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet9000' \(did you mean 'resnet\d+'\?"):
         create_backbone("resnet9000")
 
 

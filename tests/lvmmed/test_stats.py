@@ -1,12 +1,15 @@
-"""Seed-level statistics of the benchmark report, checked against hand computations."""
+"""Seed-level statistics (``lvmmed.stats``) of the benchmark and ablation reports, checked against hand computations
+and scipy."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from scipy import stats as sps
 
-from downstream import stats as st
+from lvmmed import stats as st
 
 
 def test_t_interval_matches_hand_computation():
@@ -66,3 +69,19 @@ def test_a_difference_identical_on_every_seed_is_not_a_seed_level_significance()
     result = st.paired([0.55, 0.55, 0.55], [0.53, 0.53, 0.53])
     assert result.degenerate and result.p_value is None
     assert result.mean_diff == pytest.approx(0.02)
+
+
+def test_mean_std_t_interval_and_paired_tests():
+    assert st.mean_std([0.5]) == (0.5, 0.0)
+    mean, std = st.mean_std([0.7, 0.8, 0.9, float("nan")])
+    assert mean == pytest.approx(0.8) and std == pytest.approx(0.1)
+    lo, _ = st.t_interval([0.7, 0.8, 0.9])
+    assert lo == pytest.approx(0.8 - sps.t.ppf(0.975, 2) * 0.1 / np.sqrt(3))
+    a, b = [0.81, 0.83, 0.80, 0.85, 0.84], [0.78, 0.80, 0.79, 0.80, 0.81]
+    assert st.paired_test(a, b, "ttest")["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert st.paired_test(a, b, "wilcoxon")["p_value"] == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    perm = st.paired_test(a, b, "permutation")
+    assert perm["p_value"] == pytest.approx(2 / 32)  # all 5 differences positive: only ± all-flips as extreme
+    assert st.paired_test(a, a)["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        st.paired_test([1.0], [2.0])
