@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m downstream", defa
     args = parser.parse_intermixed_args(argv)  # flags anywhere: key=value --single key=value
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
-        print(strict_json_text(reevaluate(args.eval)))
+        try:
+            metrics = reevaluate(args.eval)
+        except (ConfigError, ValueError, FileNotFoundError) as err:  # not a run dir, or one --eval cannot re-test
+            parser.error(str(err))
+        print(strict_json_text(metrics))
         return 0
     peek = _peek(args.config, args.overrides)
     try:

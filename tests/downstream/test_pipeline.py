@@ -144,6 +144,9 @@ def test_both_families_run_and_reevaluate_through_the_one_cli(bundled_shards, tm
         again = json.loads(capsys.readouterr().out)
         saved = json.loads((run_dir / "result.json").read_text())["metrics"][metric]
         assert again[metric] == pytest.approx(saved, abs=1e-9)
+    with pytest.raises(SystemExit) as exc:
+        main(["--eval", str(tmp_path)])
+    assert exc.value.code == 2 and "no config.yaml" in capsys.readouterr().err
 
 
 def test_the_old_segmentation_entry_point_runs_the_same_pipeline(bundled_shards, tmp_path, capsys):
