@@ -1,47 +1,35 @@
 """``python -m downstream [--config FILE] task=<task | shards:DIR> method=<key> weights=<source> [key=value ...]``.
 
-``python -m downstream list-tasks`` lists the bundled tasks and how to use any shard set. A ``shards:<dir>`` task
-needs no config file (the defaults fit a 2-D set); its kind (classification, multi-label, segmentation) is read
-from the samples. Segmentation tasks and methods (``seg-*``, ``mask-guided``) are handed to
-``python -m downstream.segmentation``, whose schema differs (``unet.*``, ``prompt.*``, ``centers.*``).
+One command for both task families. The method's declared task (:mod:`downstream.contract`; a bundled
+segmentation task or a mask shard set when no method is given) picks the config: ``DownstreamConfig`` for
+classification and multi-label methods, ``SegmentationConfig`` for ``seg-*``, ``mask-guided`` and registered
+segmentation methods (``unet.*``, ``prompt.*``, ``centers.*``...). ``python -m downstream list-tasks`` lists the
+bundled tasks and how to use any shard set; a ``shards:<dir>`` task needs no config file (its kind is read from
+the samples).
 
-The method key and the task are checked before anything is loaded or written. Runs ``run_experiment`` once per
-seed in ``seeds`` (``seed=<n>`` on the command line runs that seed only), each in
-``<output_dir>/<task>/<method>/<weights>/<setting>/seed<n>``, prints mean ± std over seeds, and writes
-``summary.json``. ``--eval DIR`` reloads a finished run's delta checkpoint and re-evaluates it on its test split.
-Exit status: 0 ok, 1 when a run failed, 2 for a usage or config error.
+The method key and the task are checked before anything is loaded or written. Runs one seed after the other
+(:func:`downstream.pipeline.run_seeds`; ``seed=<n>`` on the command line, or ``--single``, runs that seed only),
+each in ``<output_dir>/<task>/<method>/<weights>/<setting>/seed<n>``, prints mean ± std over seeds, and writes
+``summary.json`` next to the seed directories (one schema for both families). ``--eval DIR`` reloads a finished
+run's delta checkpoint and re-evaluates it on its test split. ``python -m downstream.segmentation`` is this
+command (kept for existing scripts). Exit status: 0 ok, 1 when a run failed, 2 for a usage or config error.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
 
-from downstream.config import DownstreamConfig
-from downstream.inputs import adapt_images, input_spec_of
-from downstream.metrics import METRIC_NAMES
-from downstream.multilabel import MULTILABEL_METRICS
-from downstream.registry import is_segmentation, method_task, resolve_key
-from downstream.run import evaluate_split, load_delta, load_task_of, run_experiment
-from downstream.runtime import resolve_device, strict_json_text
-from downstream.segmentation.__main__ import main as segmentation_main
+from downstream.pipeline import CONFIGS, RUNNERS, reevaluate, run_seeds
+from downstream.registry import is_segmentation, method_task
+from downstream.runtime import strict_json_text
 from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
 from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir, task_label
-from downstream.splits import load_splits
 from downstream.tasks import TASKS, TaskDataError
 from lvmmed.config import ConfigError, load_config, to_yaml
-from lvmmed.errors import EXIT_CODES_HELP, format_error
-from lvmmed.stats import mean_std
-
-
-def run_dir(cfg: DownstreamConfig, seed: int) -> Path:
-    weights = Path((cfg.weights_name or cfg.weights).partition("=")[0]).name or "weights"
-    sub = f"shot{cfg.shot}" if cfg.shot else f"frac{cfg.fraction:g}" if cfg.fraction < 1 else "full"
-    return Path(cfg.output_dir) / task_label(cfg.task) / cfg.method / weights / sub / f"seed{seed}"
+from lvmmed.errors import EXIT_CODES_HELP
 
 
 def list_tasks_text() -> str:
@@ -66,22 +54,6 @@ def list_tasks_text() -> str:
     return "\n".join(lines)
 
 
-def _reevaluate(directory: Path) -> int:
-    import numpy as np
-
-    cfg = load_config(DownstreamConfig, directory / "config.yaml")
-    method = load_delta(directory, cfg)
-    data = load_task_of(cfg)
-    if data.multilabel:
-        raise SystemExit("--eval re-evaluates single-label runs; multi-label thresholds live in result.json")
-    test = load_splits(directory / "splits.json")["test"]
-    device = resolve_device(cfg.device)
-    x = adapt_images(data.images[test], input_spec_of(method, cfg), device)
-    res = evaluate_split(method.to(device), x, np.asarray(data.labels[test]), cfg)
-    print(json.dumps(res["metrics"], indent=1))
-    return 0
-
-
 def _peek(config: Path | None, overrides: list[str]) -> dict[str, str]:
     """``method``, ``task`` and ``task_kind`` from the YAML and the overrides (to pick the schema)."""
     import yaml
@@ -95,19 +67,30 @@ def _peek(config: Path | None, overrides: list[str]) -> dict[str, str]:
     return {k: str(values.get(k, "")) for k in ("method", "task", "task_kind")}
 
 
-def check_task_and_method(task: str, method: str, task_kind: str = "auto") -> str:
+def check_task_and_method(task: str, method: str, task_kind: str = "auto", default: str = "classification") -> str:
     """Checks the method key and that the task fits it, before any data loads; returns the task family.
 
+    Args:
+        task: The task ("" = the family's default task).
+        method: The method key ("" = the family's default method; the family then comes from the task).
+        task_kind: The ``task_kind`` of a ``shards:`` task.
+        default: The family when neither a method nor a segmentation task says otherwise.
+
     Raises:
-        ValueError: Unknown method key, or a task of the other family (message says what to use instead).
+        ValueError: Unknown method key (the message names the closest one), or a task of the other family (the
+            message says what to use instead).
     """
-    try:
-        resolve_key(method)
-    except KeyError as err:
-        raise ValueError(str(err.args[0])) from None
-    family = "segmentation" if is_segmentation(method, task) else "classification"
-    if family == "segmentation" and method_task(method) != "segmentation":
+    if method:
+        family = method_task(method)
+    else:
+        family = "segmentation" if task and is_segmentation("", task) else "classification" if task else default
+    task = task or CONFIGS.get(family).task
+    method = method or CONFIGS.get(family).method
+    if family == "classification" and is_segmentation("", task):
         raise ValueError(f"task {task!r} is a segmentation task; method {method!r} is not (use seg-unet)")
+    if family == "segmentation" and not is_shard_task(task) and not is_segmentation("", task):
+        raise ValueError(f"task {task!r} is a classification task; method {method!r} is a segmentation method "
+                         "(use a segmentation task such as seg_tissue; python -m downstream list-tasks)")  # fmt: skip
     if is_shard_task(task):
         kind = detect_kind(shard_dir(task), task_kind or "auto")
         if (kind == "segmentation") != (family == "segmentation"):
@@ -117,83 +100,38 @@ def check_task_and_method(task: str, method: str, task_kind: str = "auto") -> st
     return family
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m downstream", default: str = "classification") -> int:
+    """The CLI; ``default`` is the family of a command line that names neither a method nor a task."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["list-tasks"]:
         print(list_tasks_text())
         return 0
-
-    parser = argparse.ArgumentParser(
-        prog="python -m downstream", description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], epilog=EXIT_CODES_HELP)
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--print-config", action="store_true")
     parser.add_argument("--eval", type=Path, default=None, help="re-evaluate a finished run directory")
+    parser.add_argument("--single", action="store_true", help="run the config's seed only (as seed=<n> does)")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # flags anywhere: key=value --single key=value
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.eval:
-        return _reevaluate(args.eval)
-
+        try:
+            metrics = reevaluate(args.eval)
+        except (ConfigError, ValueError, FileNotFoundError) as err:  # not a run dir, or one --eval cannot re-test
+            parser.error(str(err))
+        print(strict_json_text(metrics))
+        return 0
     peek = _peek(args.config, args.overrides)
     try:
-        family = check_task_and_method(peek["task"] or DownstreamConfig.task, peek["method"] or "linear",
-                                       peek["task_kind"])  # fmt: skip
-    except (ValueError, TaskDataError) as err:
-        parser.error(str(err))
-    if family == "segmentation":
-        return segmentation_main([*(["--config", str(args.config)] if args.config else []), *args.overrides])
-    try:
-        cfg = load_config(DownstreamConfig, args.config, args.overrides)
-    except (ConfigError, ValueError) as err:
+        family = check_task_and_method(peek["task"], peek["method"], peek["task_kind"], default)
+        cfg = load_config(CONFIGS.get(family), args.config, args.overrides)
+    except (ConfigError, ValueError, TaskDataError) as err:
         parser.error(str(err))
     if args.print_config:
         print(to_yaml(cfg))
         return 0
-    return run_seeds(cfg, explicit_seed=any(o.startswith("seed=") for o in args.overrides))
-
-
-def run_seeds(cfg: DownstreamConfig, explicit_seed: bool = False) -> int:
-    """One ``run_experiment`` per seed, a mean ± std table and ``summary.json``; 1 when a run failed."""
-    seeds = [cfg.seed] if explicit_seed else list(cfg.seeds)
-    results = []
-    for seed in seeds:
-        cell = dataclasses.replace(cfg, seed=seed, output_dir=str(run_dir(cfg, seed)))
-        res = run_experiment(cell)
-        results.append(res)
-        headline = res.get("headline_metric", "accuracy")
-        status = res["status"] if res["status"] != "ok" else f"{headline}={res['metrics'][headline]:.3f}"
-        print(f"seed {seed}: {status} ({res['seconds']:.1f}s) -> {cell.output_dir}", flush=True)
-        if res["status"] != "ok":
-            print(f"  error: {res['error']}", flush=True)
-    ok = [r for r in results if r["status"] == "ok"]
-    names = MULTILABEL_METRICS if ok and ok[0].get("task_kind") == "multilabel" else METRIC_NAMES
-    summary = {"task": cfg.task, "method": cfg.method, "weights": cfg.weights, "seeds": seeds, "runs": len(results),
-               "failed": len(results) - len(ok), "params": ok[0]["params"] if ok else None,
-               "task_kind": ok[0].get("task_kind") if ok else None}  # fmt: skip
-    print(f"\n{task_label(cfg.task)} | {cfg.method} | {cfg.weights} | {len(ok)}/{len(results)} seeds ok")
-    for m in names if ok else ():  # no table of nan ± nan when every run failed
-        mean, std = mean_std([r["metrics"][m] for r in ok])
-        summary[m] = {"mean": mean, "std": std}
-        print(f"  {m:<18} {mean:.4f} ± {std:.4f}")
-    if ok and ok[0].get("per_label"):
-        for label in ok[0]["per_label"]["auroc_per_label"]:
-            mean, std = mean_std([r["per_label"]["auroc_per_label"][label] for r in ok])
-            summary.setdefault("auroc_per_label", {})[label] = {"mean": mean, "std": std}
-            print(f"  auroc[{label}]{'':<{max(0, 11 - len(label))}} {mean:.4f} ± {std:.4f}")
-    if ok:
-        p = ok[0]["params"]
-        print(f"  trainable params   {p['trainable']:,} / {p['total']:,} ({p['trainable_pct']:.3f}%)")
-    out = run_dir(cfg, seeds[0]).parent / "summary.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(strict_json_text(summary))
-    failed = [r for r in results if r["status"] != "ok"]
-    if failed:  # the error contract's one line, last on stderr
-        first = failed[0]
-        fix = first.get("fix") or f"see {first['output_dir']}/error.txt for the traceback"
-        message = f"{len(failed)} of {len(results)} runs failed; seed {first['seed']}: {first['error']}"
-        print(format_error("python -m downstream", message, fix), file=sys.stderr, flush=True)
-    return 0 if not failed else 1
+    explicit_seed = args.single or any(o.startswith("seed=") for o in args.overrides)
+    return run_seeds(cfg, RUNNERS.get(family), explicit_seed, prog)
 
 
 if __name__ == "__main__":

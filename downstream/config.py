@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from downstream.run_config import RunConfig
 from downstream.tuning import TuningConfig
 from lvmmed.config import check_choice
 
-SPLIT_MODES = ("shard", "group", "random", "official")
-TASK_KINDS = ("auto", "classification", "multilabel", "segmentation")
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
@@ -253,8 +252,9 @@ class GMoEConfig:
 
 
 @dataclass
-class DownstreamConfig:
-    """One downstream cell.
+class DownstreamConfig(RunConfig):
+    """One downstream classification (or multi-label) cell: the :class:`~downstream.run_config.RunConfig` fields
+    (``task``, ``method``, ``weights``, ``backbone``, ``seed``/``seeds``, ``fraction``, ``split_mode``...) plus these.
 
     Attributes:
         task: A bundled task (:mod:`downstream.tasks`: ``tissue``, ``tissue_ood``, ``modality``, ``region``,
@@ -263,70 +263,30 @@ class DownstreamConfig:
             ``segmentation``.
         ood_shards: For ``shards:`` tasks: another shard set (same classes) used as the OOD test set.
         ood_center: For ``shards:`` tasks: a ``meta.center`` held out of train/val/test as the OOD test set.
-        method: Method key (:mod:`downstream.registry`).
-        weights: ``random``, an export dir / weight file (lvmmed.weights), or a published source.
-        weights_name: Alias of the weights in results ("" = ``weights``).
-        backbone / in_chans / img_size: Passed to ``lvmmed.create_backbone``; task images are resized and
-            channel-matched to them (:mod:`downstream.inputs`). The defaults fit a 2-D shard set (224 px).
-        seed: Seed of this run (splits subsampling, init, batches).
-        seeds: Seeds for ``python -m downstream`` loops (each one a run); ``run_experiment`` uses ``seed``.
+        norm_from_weights: Run the weights at their own settings (:func:`downstream.inputs.weight_settings`): an
+            lvmmed export's recorded ``input_mean``/``input_std``; ImageNet statistics and 3 channels for
+            published LVM-Med files and ``torchvision:``/``timm:`` files; and for the published files their
+            architecture and input size (``lvmmed-resnet50``: 224 px, ``lvmmed-vitb``: 1024 px).
         shot: k-shot per class of the training split (0 = off).
-        fraction: Fraction of the training split (1.0 = all).
         split_mode: ``shard`` (the shard set's group-based split), ``group`` (re-split by group with ``seed``),
             ``random`` (image-level, for the patient-leak comparison), ``official`` (the release's split kept in
             ``meta.official_split``; ``shards:`` tasks).
-        data_root: Directory holding the shard sets (``<data_root>/<set name>``).
         patch_size / patch_stride / max_per_class: Patch extraction of the bundled patch tasks (``max_per_class``
             also caps the bundled image tasks; ``shards:`` tasks keep every sample).
         slab_width / slab_gap: Interleaved-slab split of ``brain_sector`` (:mod:`downstream.sector_task`): slabs
             of ``slab_width`` source slices dealt round-robin to train/val/train/test, ``slab_gap`` slices dropped
             between two slabs.
-        norm_mean / norm_std: Input normalisation (after [0, 1] scaling, before prompts) of random-init runs.
-        norm_from_weights: Run the weights at their own settings (:func:`downstream.inputs.weight_settings`): an
-            lvmmed export's recorded ``input_mean``/``input_std``; ImageNet statistics and 3 channels for
-            published LVM-Med files and ``torchvision:``/``timm:`` files; and for the published files their
-            architecture and input size (``lvmmed-resnet50``: 224 px, ``lvmmed-vitb``: 1024 px).
-        max_img_size: On a CPU device, a run whose input is larger than this stops before loading data, with a cost
-            estimate in the message (0 disables the guard). Inputs above 224 px always print the estimate.
-        augment: Random flips during SGD training.
-        bootstrap: Bootstrap resamples for the 95% CI over test samples.
-        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
         tuning: The per-method hyper-parameter search with early stopping (:mod:`downstream.tuning`).
     """
 
-    task: str = "tissue"
-    task_kind: str = "auto"
     ood_shards: str = ""
     ood_center: str = ""
-    method: str = "linear"
-    weights: str = "random"
-    weights_name: str = ""
-    backbone: str = "vit_tiny"
-    in_chans: int = 1
-    img_size: int = 224
-    seed: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     shot: int = 0
-    fraction: float = 1.0
-    split_mode: str = "shard"
-    val_frac: float = 0.15
-    test_frac: float = 0.25
-    output_dir: str = "runs/downstream"
-    data_root: str = "runs/shards"
     patch_size: int = 16
     patch_stride: int = 4
     max_per_class: int = 200
     slab_width: int = 8
     slab_gap: int = 4
-    norm_mean: float = 0.5
-    norm_std: float = 0.25
-    norm_from_weights: bool = True
-    max_img_size: int = 512
-    augment: bool = False
-    bootstrap: int = 1000
-    device: str = "auto"
-    progress: bool = True
-    save_delta: bool = True
     optim: TransferOptimConfig = field(default_factory=TransferOptimConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
@@ -341,17 +301,12 @@ class DownstreamConfig:
     tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
-        check_choice(self.split_mode, SPLIT_MODES, "split_mode")
-        check_choice(self.task_kind, TASK_KINDS, "task_kind")
-        check_choice(self.device, ("auto", "cpu", "cuda"), "device")
-        if self.shot < 0 or not 0.0 < self.fraction <= 1.0:
-            raise ValueError("shot must be >= 0 and fraction in (0, 1]")
+        if self.shot < 0:
+            raise ValueError("shot must be >= 0")
         if self.shot and self.fraction < 1.0:
             raise ValueError("use either shot or fraction, not both")
-        if self.in_chans not in (1, 3):
-            raise ValueError("in_chans must be 1 or 3")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty: give at least one, e.g. seeds=[0]")
-        from lvmmed.models import check_backbone_name
+        super().__post_init__()
 
-        check_backbone_name(self.backbone)
+    def setting(self) -> str:
+        """``shot<k>``, ``frac<f>`` or ``full``."""
+        return f"shot{self.shot}" if self.shot else super().setting()

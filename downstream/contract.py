@@ -31,9 +31,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+TASKS = ("classification", "segmentation")
 
 
 def cross_entropy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,20 +53,36 @@ class Method(nn.Module):
     backbone), unfreeze what they train, and finally call :meth:`declare_trainable`. They implement
     :meth:`forward` returning logits, or a dict with ``"logits"`` plus whatever :meth:`extra_loss` needs.
 
+    The class attributes below are the method's declared capabilities: the registry, the CLI and the training
+    code read them directly (every method has them, with these defaults).
+
     Attributes:
         registry_key: Default key of the class (``build_method`` passes the concrete key, stored in ``self.key``).
-        task: ``"classification"`` or ``"segmentation"`` (the task family the method belongs to).
+        task: ``"classification"`` or ``"segmentation"`` (one of :data:`TASKS`): the task family, which picks the
+            run config (``DownstreamConfig`` or ``SegmentationConfig``) and the run function.
         fit_mode: ``"sgd"`` (trained by :mod:`downstream.train_loop`) or ``"features"`` (closed-form fit on
             cached backbone features, e.g. the logistic-regression linear probe).
         init_head_from_probe: The runner fits a logistic-regression probe on cached features first and loads
             it with :meth:`load_probe` (LP-initialised head, e.g. MoVL ``init=lp``).
-        backbone_key: Attribute name of the primary backbone (parameter multiples are relative to it).
+        head_only: Only a head on frozen pooled features trains: tuning trains and scores it on cached features.
+        accepts_plain_features: ``forward(x, plain=features)`` takes cached frozen features (MoVL's plain
+            stream, the head-only probes' inputs); the trainer hands them over.
+        fits_itself_on_features: With ``fit_mode="features"``, the runner hands the cached train features to
+            :meth:`fit_on_features` instead of fitting a logistic-regression probe (head-free methods: ``knn``).
     """
 
     registry_key: str = ""
     task: str = "classification"
     fit_mode: str = "sgd"
     init_head_from_probe: bool = False
+    head_only: bool = False
+    accepts_plain_features: bool = False
+    fits_itself_on_features: bool = False
+
+    @classmethod
+    def variant(cls, cfg: Any) -> type[Method]:
+        """The class that runs ``cfg`` (itself; a family may pick a sibling, e.g. ``gmoe.form=dual``)."""
+        return cls
 
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__()
@@ -148,6 +167,10 @@ class Method(nn.Module):
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frozen pooled backbone features (B, feature_dim) of plain inputs."""
         return self.backbone(x)
+
+    def fit_on_features(self, features: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Fits the method itself on cached features (only for ``fits_itself_on_features``); returns its record."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare fits_itself_on_features")
 
     def load_probe(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Loads a fitted linear probe (C, D) / (C,) into the method's head. Methods with a head override."""

@@ -1,7 +1,7 @@
 """Fitting one method on a task's train split, with model selection on val.
 
 * ``fit_mode == "features"`` (linear probe, logistic regression): features cached once, C swept on val (one
-  binary probe per label for multi-label tasks); a method with ``fit_on_features(features, labels)`` (``knn``)
+  binary probe per label for multi-label tasks); a method that declares ``fits_itself_on_features`` (``knn``)
   is handed the cached train features instead of a probe;
 * otherwise, with ``tuning.enabled`` (default; single-label tasks), the per-method search of
   :mod:`downstream.tuning` (grid chosen on val, early stopping, the initial state kept as a candidate); without it,
@@ -68,11 +68,10 @@ def fit_method(method: Method, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[s
         out["feature_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         fit_x, fit_y = feats["train"], y_np["train"]
-        fit_own = getattr(method, "fit_on_features", None)  # head-free methods (knn) fit themselves on the features
-        if fit_own is not None and method.fit_mode == "features" and not multilabel:
+        if method.fits_itself_on_features and method.fit_mode == "features" and not multilabel:
             if cfg.optim.refit_on_trainval:
                 fit_x, fit_y = np.concatenate([fit_x, feats["val"]]), np.concatenate([fit_y, y_np["val"]])
-            out["best_hparams"] = fit_own(fit_x, fit_y)
+            out["best_hparams"] = method.fit_on_features(fit_x, fit_y)
             out["train_seconds"] = out["feature_seconds"] + time.perf_counter() - t
             return method
         probe = _probe(fit_x, fit_y, feats["val"], y_np["val"], method.num_classes, cfg.linear.c_grid, cfg, multilabel)

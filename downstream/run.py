@@ -34,11 +34,10 @@ from downstream.inputs import adapt_images, apply_weight_settings, check_cpu_cos
 from downstream.metrics import METRIC_NAMES, classification_metrics
 from downstream.multilabel import MULTILABEL_METRICS, multilabel_report, scalar_metrics, tune_thresholds
 from downstream.registry import build_method
-from downstream.runtime import recorded_run, resolve_device, seed_everything
+from downstream.runtime import build_backbone, recorded_run, resolve_device, seed_everything
 from downstream.shard_tasks import is_shard_task, load_shard_task
 from downstream.stats import bootstrap_ci
 from downstream.tasks import TASKS, TaskData, load_task
-from lvmmed import create_backbone
 from lvmmed.config import load_config
 from lvmmed.errors import InputError
 
@@ -49,10 +48,9 @@ def prepare_inputs(images: np.ndarray, cfg: DownstreamConfig, device: torch.devi
 
 
 def build_for(cfg: DownstreamConfig, num_classes: int) -> Method:
-    """Backbone from the weight source + method, as the registry builds it."""
-    weights = None if cfg.weights in ("", "random", "none") else cfg.weights
-    backbone = create_backbone(cfg.backbone, in_chans=cfg.in_chans, pretrained=weights, img_size=cfg.img_size)
-    return build_method(cfg.method, backbone, num_classes, cfg)
+    """Backbone from the weight source (:func:`downstream.runtime.build_backbone`) + method, as the registry
+    builds it."""
+    return build_method(cfg.method, build_backbone(cfg), num_classes, cfg)
 
 
 def load_task_of(cfg: DownstreamConfig) -> TaskData:
@@ -128,18 +126,22 @@ def load_delta(out_dir: str | Path, cfg: DownstreamConfig | None = None) -> Meth
     return method.eval()
 
 
-def _flat_row(result: dict[str, Any]) -> dict[str, Any]:
-    row = {k: result.get(k) for k in ("task", "method", "weights", "weights_name", "backbone", "seed", "shot",
-                                      "fraction", "split_mode", "status", "n_train", "n_test", "seconds")}  # fmt: skip
-    for k, v in (result.get("metrics") or {}).items():
-        row[k] = v
-        ci = (result.get("ci95") or {}).get(k)
-        row[f"{k}_ci_low"], row[f"{k}_ci_high"] = (ci or [None, None])[:2]
-    ood = result.get("ood") or {}
-    for k, v in (ood.get("metrics") or {}).items():
-        row[f"ood_{k}"] = v
-    row.update({f"params_{k}": v for k, v in (result.get("params") or {}).items()})
-    return row
+def reevaluate(directory: str | Path) -> dict[str, Any]:
+    """Reloads a finished single-label run (``config.yaml`` + delta checkpoint) and returns its test metrics.
+
+    Raises:
+        ValueError: A multi-label run (its thresholds were tuned on val; ``result.json`` holds them).
+    """
+    directory = Path(directory)
+    cfg = load_config(DownstreamConfig, directory / "config.yaml")
+    method = load_delta(directory, cfg)
+    data = load_task_of(cfg)
+    if data.multilabel:
+        raise ValueError("--eval re-evaluates single-label runs; multi-label thresholds live in result.json")
+    test = splits_mod.load_splits(directory / "splits.json")["test"]
+    device = resolve_device(cfg.device)
+    x = adapt_images(data.images[test], input_spec_of(method, cfg), device)
+    return evaluate_split(method.to(device), x, np.asarray(data.labels[test]), cfg)["metrics"]
 
 
 def _flat_row(result: dict[str, Any]) -> dict[str, Any]:

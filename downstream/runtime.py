@@ -45,6 +45,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def build_backbone(cfg: Any) -> torch.nn.Module:
+    """The run's backbone: ``lvmmed.create_backbone(backbone, in_chans, pretrained=weights, img_size)`` (random
+    init for ``weights=random``; weights are never downloaded)."""
+    from lvmmed.models import create_backbone
+
+    return create_backbone(cfg.backbone, in_chans=cfg.in_chans, pretrained=cfg.weights, img_size=cfg.img_size)
+
+
 def machine_info() -> dict[str, Any]:
     """Python/torch versions, CPU count, threads and CUDA availability (recorded with segmentation results)."""
     return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),

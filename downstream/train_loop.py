@@ -103,7 +103,7 @@ class Trainer:
         for name, frac in method.phases():
             acc += frac
             self.bounds.append((name, round(acc * self.steps)))
-        self.plain = plain_features if getattr(method, "accepts_plain_features", False) else None
+        self.plain = plain_features if method.accepts_plain_features else None
         self.perm, self.pos, self.phase_i = torch.randperm(self.n, generator=self.gen), 0, 0
         self.step = 0
         self.seconds = 0.0

@@ -273,7 +273,7 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     t0 = time.perf_counter()
 
     val_feats = None
-    if getattr(method, "head_only", False):  # head-only methods: train and score on cached frozen features
+    if method.head_only:  # head-only methods: train and score on cached frozen features
         val_feats = torch.as_tensor(frozen_features(method, xs["val"], cfg.optim.eval_batch_size))
 
     def val_probs(model: Any) -> np.ndarray:
@@ -287,14 +287,14 @@ def tune(method: Any, cfg: Any, xs: dict[str, torch.Tensor], ys: dict[str, torch
     def evaluate(model: Any) -> float:
         return score(y_val, val_probs(model), metric)
 
-    if tc.standardize_features and not getattr(method, "head_only", False):
+    if tc.standardize_features and not method.head_only:
         train_feats = torch.as_tensor(frozen_features(method, xs["train"], cfg.optim.eval_batch_size))
         out["standardized_head"] = standardize_head(method, train_feats.to(xs["train"].device))
     init_probs = val_probs(method)
     init_score = score(y_val, init_probs, metric)
     init_state = method.delta_state_dict()
     plain = None
-    if getattr(method, "accepts_plain_features", False):  # MoVL's plain stream, head-only methods' inputs
+    if method.accepts_plain_features:  # MoVL's plain stream, head-only methods' inputs
         variants = flip_variants(xs["train"]) if cfg.augment else [xs["train"]]
         bs = cfg.optim.eval_batch_size
         plain = torch.stack([torch.as_tensor(frozen_features(method, v, bs)) for v in variants])

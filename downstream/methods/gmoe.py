@@ -63,7 +63,7 @@ class GMoEAdapter(HeadMethod):
     @classmethod
     def variant(cls, cfg: Any) -> type[HeadMethod]:
         """The class for ``cfg``: :class:`DualStreamGMoE` when ``gmoe.form=dual``."""
-        return DualStreamGMoE if getattr(cfg.gmoe, "form", "medical") == "dual" else cls
+        return DualStreamGMoE if cfg.gmoe.form == "dual" else cls
 
     def __init__(
         self,

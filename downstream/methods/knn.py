@@ -33,10 +33,11 @@ class KNNClassifier(Method):
 
     k: int = 20
     temperature: float = 0.07
+    fit_mode = "features"
+    fits_itself_on_features = True
 
     def __init__(self, backbone: nn.Module, num_classes: int, cfg: Any, key: str | None = None) -> None:
         super().__init__(backbone, num_classes, cfg, key)
-        self.fit_mode = "features"
         dim = int(backbone.feature_dim)
         self.memory = nn.Parameter(torch.zeros(0, dim))
         self.register_buffer("memory_labels", torch.zeros(0, dtype=torch.long))

@@ -1,9 +1,9 @@
 """Typed config of one segmentation run (``seg-unet``, ``seg-prompt-*``, ``mask-guided``, new-center protocol).
 
 Loaded with :func:`lvmmed.config.load_config` (defaults < ``configs/downstream/seg_*.yaml`` < ``key=value``).
-Field names mirror :class:`downstream.config.DownstreamConfig` where the meaning is the same (``task``,
-``method``, ``weights``, ``backbone``, ``seed``, ``fraction``, ``data_root``, ``optim.head_lr``...), so the
-registry's :class:`~downstream.registry.Method` helpers work on both.
+The fields every run has (``task``, ``method``, ``weights``, ``backbone``, ``seed``/``seeds``, ``fraction``,
+``data_root``...) come from :class:`downstream.run_config.RunConfig`, shared with
+:class:`downstream.config.DownstreamConfig`; the sub-configs here are the segmentation methods' own.
 
 Defaults follow LVM-Med's 2-D segmentation recipe (Adam, lr 1e-4 for the encoder, grad-norm clip 1; official
 repository github.com/duyhominhnguyen/LVM-Med, ``segmentation_2d/``) scaled to 64-pixel slices and tiny
@@ -19,7 +19,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from downstream.run_config import RunConfig
 from lvmmed.config import check_choice
 
 PROTOCOLS = ("single", "new_center")
@@ -195,54 +197,37 @@ class MaskGuidedConfig:
 
 
 @dataclass
-class SegmentationConfig:
-    """One segmentation (or mask-guided) run.
+class SegmentationConfig(RunConfig):
+    """One segmentation (or mask-guided) run: the :class:`~downstream.run_config.RunConfig` fields plus these.
 
     Attributes:
         task: A task of :mod:`downstream.segmentation.tasks` (``seg_tissue``, ``seg_brainmask``, ``seg_lobes``,
             ``mask_guided_tissue``...) or any shard set with masks, ``shards:<dir>``.
-        task_kind: ``auto`` or ``segmentation`` (``shards:`` tasks; kept for the shared command line).
+        task_kind: ``auto`` or ``segmentation`` (``shards:`` tasks).
         split_mode: ``shard`` (the set's patient split), ``official`` (``meta.official_split``) or ``group`` (a
             fresh subject-grouped split per seed, ``val_frac``/``test_frac``).
-        method: ``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep`` or ``mask-guided``.
+        method: ``seg-unet``, ``seg-prompt-shallow``, ``seg-prompt-deep``, ``mask-guided`` or a segmentation method
+            registered with ``register_method(key, task="segmentation")``.
         protocol: ``single`` (train/val/test of one task) or ``new_center`` (:mod:`.centers`).
-        weights: ``random`` or a weight source for ``lvmmed.create_backbone``.
         img_size: Slices are resized to this square size (bilinear images, nearest masks).
-        norm_from_weights / max_img_size: As in ``DownstreamConfig`` (the weights' own input settings; the CPU
-            guard with a cost estimate).
         fraction: Fraction of training subjects (groups) used (1.0 = all).
         bootstrap: Bootstrap resamples of the 95 % CI over subjects (0 disables).
         hd95: Compute HD95 (MONAI) at evaluation.
     """
 
+    TASK_FAMILY: ClassVar[str] = "segmentation"
+    TASK_KINDS: ClassVar[tuple[str, ...]] = ("auto", "segmentation")
+    SPLIT_MODES: ClassVar[tuple[str, ...]] = ("shard", "official", "group")
+
     task: str = "seg_tissue"
-    task_kind: str = "auto"
-    split_mode: str = "shard"
-    val_frac: float = 0.15
-    test_frac: float = 0.25
     method: str = "seg-unet"
-    protocol: str = "single"
-    weights: str = "random"
-    weights_name: str = ""
     backbone: str = "resnet18"
-    in_chans: int = 1
     img_size: int = 64
-    seed: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    fraction: float = 1.0
     output_dir: str = "runs/segmentation"
-    data_root: str = "runs/shards"
-    norm_mean: float = 0.5
-    norm_std: float = 0.25
-    # As in DownstreamConfig: an lvmmed export's recorded input_mean/input_std replace norm_mean/norm_std.
-    norm_from_weights: bool = True
-    max_img_size: int = 512
     augment: bool = True
-    bootstrap: int = 1000
-    hd95: bool = True
-    device: str = "auto"
     progress: bool = False
-    save_delta: bool = True
+    protocol: str = "single"
+    hd95: bool = True
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
     loss: SegLossConfig = field(default_factory=SegLossConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -251,14 +236,7 @@ class SegmentationConfig:
     mask_guided: MaskGuidedConfig = field(default_factory=MaskGuidedConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice(self.protocol, PROTOCOLS, "protocol")
-        check_choice(self.task_kind, ("auto", "segmentation"), "task_kind")
-        check_choice(self.split_mode, ("shard", "official", "group"), "split_mode")
-        check_choice(self.device, ("auto", "cpu", "cuda"), "device")
-        check_choice(self.method, ("seg-unet", "seg-prompt-shallow", "seg-prompt-deep", "mask-guided"), "method")
-        if not 0.0 < self.fraction <= 1.0:
-            raise ValueError("fraction must be in (0, 1]")
-        if self.in_chans not in (1, 3):
-            raise ValueError("in_chans must be 1 or 3")
         if self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 (U-Net/UNETR strides), got {self.img_size}")

@@ -6,7 +6,7 @@ Dispatch:
 * ``method=mask-guided``: mask-guided classification at every data fraction (:func:`run_mask_guided`).
 * otherwise (``seg-unet``, ``seg-prompt-*``): train on the task's train split, report val and test metrics.
 
-CLI: ``python -m downstream.segmentation --config configs/downstream/seg_tissue.yaml seed=1 weights=<dir>``.
+CLI: ``python -m downstream --config configs/downstream/seg_tissue.yaml seed=1 weights=<dir>``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from downstream.inputs import apply_weight_settings, check_cpu_cost
 from downstream.registry import build_method
-from downstream.runtime import machine_info, recorded_run, resolve_device, seed_everything
+from downstream.runtime import build_backbone, machine_info, recorded_run, resolve_device, seed_everything
 from downstream.segmentation.config import SegmentationConfig
 from downstream.segmentation.loop import evaluate_segmentation, fit, predict_masks
 from downstream.segmentation.tasks import (
@@ -32,12 +32,6 @@ from downstream.segmentation.tasks import (
     split_slices,
     subsample_subjects,
 )
-from lvmmed.models import create_backbone
-
-
-def build_backbone(cfg: SegmentationConfig) -> torch.nn.Module:
-    """``lvmmed.create_backbone`` from the run config (weights never downloaded)."""
-    return create_backbone(cfg.backbone, in_chans=cfg.in_chans, pretrained=cfg.weights, img_size=cfg.img_size)
 
 
 def _prep(cfg: SegmentationConfig):
@@ -91,7 +85,8 @@ def run_single(cfg: SegmentationConfig, device: torch.device, out_dir: Path) -> 
 
 
 def reevaluate(directory: str | Path) -> dict[str, Any]:
-    """Rebuilds a finished ``protocol=single`` run from ``config.yaml`` + ``delta.safetensors``; test metrics.
+    """Rebuilds a finished ``protocol=single`` run from ``config.yaml`` + ``delta.safetensors``; its test metrics
+    (:func:`flat_metrics`, the ``metrics`` block of the result).
 
     The encoder comes from the run's ``weights`` (a random encoder is re-created from the run's seed, exactly as
     in training); the delta holds every trained tensor, including BatchNorm statistics of trained modules.
@@ -109,7 +104,7 @@ def reevaluate(directory: str | Path) -> dict[str, Any]:
     method = build_method(cfg.method, build_backbone(cfg), test.num_classes, cfg)
     method.load_delta_state_dict(load_file(str(directory / "delta.safetensors")))
     method.to(resolve_device(cfg.device))
-    return evaluate_segmentation(method, test, cfg)
+    return flat_metrics(evaluate_segmentation(method, test, cfg))
 
 
 def _roi(mask: torch.Tensor, foreground: list[int]) -> torch.Tensor:

@@ -171,8 +171,8 @@ def test_seg_unet_on_a_mask_set(sets, tmp_path):
     code = main([f"task=shards:{sets['mask']}", "method=seg-unet", "weights=random", "backbone=resnet18", "seed=0",
                  "optim.max_steps=2", "optim.batch_size=4", "unet.decoder_channels=[8,8,16,16]", "bootstrap=50",
                  "img_size=32", f"output_dir={tmp_path}"])  # fmt: skip
-    assert code == 0
-    res = json.loads((tmp_path / "result.json").read_text())
+    assert code == 0  # the one run-directory layout of both task families
+    res = json.loads((tmp_path / "mask" / "seg-unet" / "random" / "full" / "seed0" / "result.json").read_text())
     assert res["status"] == "ok" and res["class_names"] == ["background", "dark"]
     for key in ("dice_dark", "iou_dark", "dice_mean"):
         assert 0.0 <= res["metrics"][key] <= 1.0
@@ -193,7 +193,7 @@ def test_list_tasks_and_clear_errors(sets, tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exc:  # a typo is caught before any data loads or directory appears
         main([f"task=shards:{sets['cls']}", "method=vpt-deeep", f"output_dir={tmp_path / 'typo'}"])
-    assert exc.value.code == 2 and "Unknown method 'vpt-deeep'" in capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown method 'vpt-deeep' (did you mean 'vpt-deep'?" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
 
     with pytest.raises(SystemExit) as exc:
