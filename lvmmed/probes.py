@@ -63,6 +63,16 @@ def pooled_features(
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
+def check_memory(memory: torch.Tensor, memory_labels: torch.Tensor, num_classes: int) -> None:
+    """Raises ``ValueError`` unless the k-NN memory is non-empty, has one label per row, labels in [0, C)."""
+    if len(memory) == 0 or len(memory) != len(memory_labels):
+        raise ValueError(
+            f"k-NN needs a non-empty memory with one label per row, got {len(memory)} / {len(memory_labels)}"
+        )
+    if int(memory_labels.max()) >= num_classes or int(memory_labels.min()) < 0:
+        raise ValueError(f"memory labels must lie in [0, {num_classes})")
+
+
 def knn_predict_labels(
     memory: torch.Tensor,
     memory_labels: torch.Tensor,
@@ -86,12 +96,7 @@ def knn_predict_labels(
     from sklearn.neighbors import KNeighborsClassifier
     from threadpoolctl import threadpool_limits
 
-    if len(memory) == 0 or len(memory) != len(memory_labels):
-        raise ValueError(
-            f"k-NN needs a non-empty memory with one label per row, got {len(memory)} / {len(memory_labels)}"
-        )
-    if int(memory_labels.max()) >= num_classes or int(memory_labels.min()) < 0:
-        raise ValueError(f"memory labels must lie in [0, {num_classes})")
+    check_memory(memory, memory_labels, num_classes)
 
     def vote_weight(cosine_distance: np.ndarray) -> np.ndarray:
         return np.exp((1.0 - cosine_distance) / float(temperature))
@@ -116,13 +121,8 @@ def knn_vote_scores(
     neighbours), written in torch: on the inputs' device, in their dtype, and differentiable with respect to
     ``memory`` and ``queries``. Used where class scores are needed (AUROC), e.g. the ``knn`` downstream method.
     """
-    if len(memory) == 0 or len(memory) != len(memory_labels):
-        raise ValueError(
-            f"k-NN needs a non-empty memory with one label per row, got {len(memory)} / {len(memory_labels)}"
-        )
+    check_memory(memory, memory_labels, num_classes)
     labels = memory_labels.long().to(memory.device)
-    if int(labels.max()) >= num_classes or int(labels.min()) < 0:
-        raise ValueError(f"memory labels must lie in [0, {num_classes})")
     similarity = F.normalize(queries, dim=1) @ F.normalize(memory, dim=1).T
     top, index = similarity.topk(min(int(k), len(memory)), dim=1)
     weights = torch.exp((top - 1.0) / float(temperature))  # exp(cos / T) up to a factor that cancels below
