@@ -22,6 +22,8 @@ import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 from downstream.pipeline import CONFIGS, RUNNERS, reevaluate, run_seeds
 from downstream.registry import is_segmentation, method_task
 from downstream.runtime import strict_json_text
@@ -29,7 +31,7 @@ from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
 from downstream.shard_tasks import detect_kind, is_shard_task, shard_dir, task_label
 from downstream.tasks import TASKS, TaskDataError
 from lvmmed.config import ConfigError, load_config, to_yaml
-from lvmmed.errors import EXIT_CODES_HELP
+from lvmmed.errors import EXIT_CODES_HELP, run_cli
 
 
 def list_tasks_text() -> str:
@@ -56,8 +58,6 @@ def list_tasks_text() -> str:
 
 def _peek(config: Path | None, overrides: list[str]) -> dict[str, str]:
     """``method``, ``task`` and ``task_kind`` from the YAML and the overrides (to pick the schema)."""
-    import yaml
-
     values = yaml.safe_load(config.read_text()) if config is not None and config.is_file() else {}
     values = values if isinstance(values, dict) else {}
     for item in overrides:
@@ -135,6 +135,4 @@ def main(argv: list[str] | None = None, prog: str = "python -m downstream", defa
 
 
 if __name__ == "__main__":
-    from lvmmed.errors import run_cli
-
     raise SystemExit(run_cli(main, prog="python -m downstream"))

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from downstream.train_loop import extract_features
+
 MAX_ENTRIES = 12
 _CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
 STATS = {"hits": 0, "misses": 0}
@@ -43,8 +45,6 @@ def frozen_features(method: Any, x: torch.Tensor, batch_size: int = 256, cache: 
         batch_size: Forward batch size.
         cache: Look up / store in the process cache.
     """
-    from downstream.train_loop import extract_features
-
     if not cache:
         return extract_features(method, x, batch_size)
     key = backbone_key(method.backbone) + ":" + _digest([x])

@@ -20,12 +20,18 @@ Weight settings (:func:`weight_settings`, applied when ``norm_from_weights`` is 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from lvmmed.data.channels import match_channels
+from lvmmed.weight_sources import export_normalisation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,8 +78,6 @@ def weight_settings(weights: str) -> WeightSettings | None:
         return PUBLISHED_SETTINGS[key]
     if text.partition(":")[0] in ("torchvision", "timm"):
         return WeightSettings(in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, source="general weights file")
-    from lvmmed.weights import export_normalisation
-
     stats = export_normalisation(text)
     if stats is not None:
         return WeightSettings(mean=(stats[0],), std=(stats[1],), source="lvmmed export config.json")
@@ -83,8 +87,6 @@ def weight_settings(weights: str) -> WeightSettings | None:
 def apply_weight_settings(cfg):
     """``cfg`` with the architecture, channels and size the weights imply (published files), when
     ``cfg.norm_from_weights`` is on; other fields unchanged."""
-    import dataclasses
-
     settings = weight_settings(cfg.weights) if cfg.norm_from_weights else None
     if settings is None:
         return cfg
@@ -118,9 +120,10 @@ def adapt_images(
 ) -> torch.Tensor:
     """[0, 1] (N, C, h, w) images → normalised (N, in_chans, img_size, img_size) float32 tensors on ``device``.
 
-    Resize: bilinear (antialiased when shrinking). Channels: grey is replicated to 3; colour becomes grey by the
-    BT.601 luma weights when the backbone takes 1 channel. Normalisation: per channel when the spec has 3 values
-    (grey replicated inputs then get ImageNet's per-channel statistics, as the general weights expect).
+    Resize: bilinear (antialiased when shrinking). Channels (:func:`lvmmed.data.channels.match_channels`): grey is
+    replicated to 3; colour becomes grey by the BT.601 luma weights when the backbone takes 1 channel.
+    Normalisation: per channel when the spec has 3 values (grey replicated inputs then get ImageNet's per-channel
+    statistics, as the general weights expect).
     """
     x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     x = x.to(torch.float32)
@@ -136,17 +139,10 @@ def adapt_images(
     return ((x - mean) / std).to(device)
 
 
-def match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """1→3 by replication, 3→1 by BT.601 luma (:func:`lvmmed.data.channels.match_channels`)."""
-    from lvmmed.data.channels import match_channels as _match
-
-    return _match(x, in_chans)
-
-
 def forward_flops(backbone_name: str, in_chans: int, img_size: int) -> float:
     """Forward FLOPs of one image through the backbone, counted on the ``meta`` device (no compute, no memory)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    # timm, torchvision and segment-anything load here, on the first cost estimate: downstream.registry imports
+    # this module (through methods.gmoe) and stays free of them until a backbone is built
     from lvmmed.models.factory import build_architecture
 
     with torch.device("meta"):
@@ -159,8 +155,6 @@ def forward_flops(backbone_name: str, in_chans: int, img_size: int) -> float:
 
 def cpu_throughput(seconds: float = 0.2) -> float:
     """Measured float32 matmul FLOP/s of this CPU with the current torch threads (a short timing)."""
-    import time
-
     a = torch.randn(512, 512)
     b = torch.randn(512, 512)
     done, start = 0, time.perf_counter()

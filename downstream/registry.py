@@ -43,6 +43,7 @@ from downstream.methods.movl import MoVL
 from downstream.methods.partial import PartialFinetune
 from downstream.methods.visual_prompt import VPFixed, VPPad, VPRandom
 from downstream.methods.vpt import VPTDeep, VPTShallow
+from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
 from lvmmed.config import check_choice
 from lvmmed.registry import Registry
 
@@ -185,8 +186,6 @@ def is_segmentation(method: str = "", task: str = "") -> bool:
     bundled segmentation task (``seg_tissue``, ``mask_guided_tissue``...); a shard-set task (``shards:<dir>``) is
     decided by its method. Unknown method keys count as classification (the CLI and the configs report them).
     """
-    from downstream.segmentation.tasks import TASKS as SEGMENTATION_TASKS
-
     if method:
         try:
             if method_task(method) == "segmentation":

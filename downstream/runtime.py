@@ -27,6 +27,8 @@ import torch
 
 from downstream.inputs import apply_weight_settings
 from lvmmed.config import save_config, to_dict
+from lvmmed.errors import classify
+from lvmmed.models import create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ def resolve_device(name: str) -> torch.device:
 def build_backbone(cfg: Any) -> torch.nn.Module:
     """The run's backbone: ``lvmmed.create_backbone(backbone, in_chans, pretrained=weights, img_size)`` (random
     init for ``weights=random``; weights are never downloaded)."""
-    from lvmmed.models import create_backbone
-
     return create_backbone(cfg.backbone, in_chans=cfg.in_chans, pretrained=cfg.weights, img_size=cfg.img_size)
 
 
@@ -133,8 +133,6 @@ def recorded_run(
         result.update(body(cfg, out_dir))
         result["status"] = "ok"
     except Exception as err:  # recorded for the benchmark matrix; the CLIs turn it into exit status 1
-        from lvmmed.errors import classify
-
         known = classify(err)
         result["status"], result["error"] = "failed", f"{type(err).__name__}: {err}"
         result["fix"] = known[2] if known else ""  # the error contract's remedy, for the CLI's final line

@@ -37,6 +37,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from lvmmed.data import samples
+from lvmmed.data.processing import display_slice, resize
+from lvmmed.data.readers import read_nifti
+
 SECTOR_NAMES = [
     "posterior_inferior", "posterior_superior", "middle_inferior", "middle_superior",
     "anterior_inferior", "anterior_superior",
@@ -52,9 +56,6 @@ SLAB_PATTERN = ("train", "val", "train", "test")
 @lru_cache(maxsize=2)
 def sector_volume(template: str = "mni152_t1") -> tuple[np.ndarray, tuple[int, ...]]:
     """(sector index per voxel (uint8, :data:`SECTOR_NAMES` order), volume shape) on the template's RAS+ grid."""
-    from lvmmed.data import samples
-    from lvmmed.data.readers import read_nifti
-
     record = read_nifti(samples.path(template), modality="MR")
     affine = np.asarray(record.meta["affine"], dtype=np.float64)
     shape = record.array.shape[:3]
@@ -69,8 +70,6 @@ def sector_volume(template: str = "mni152_t1") -> tuple[np.ndarray, tuple[int, .
 
 def sector_plane(axis: int, index: int, size: tuple[int, int]) -> np.ndarray:
     """The sector map of one template slice, oriented and resized like the shard masks."""
-    from lvmmed.data.processing import display_slice, resize
-
     volume, _ = sector_volume()
     return resize(display_slice(volume, axis, index), size, is_mask=True)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from downstream.tasks import TaskData, TaskDataError
+from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import ShardFormatError, iter_samples, load_arrays, load_manifest
 
 PREFIX = "shards:"
@@ -41,8 +42,6 @@ def is_shard_task(task: str) -> bool:
 def shard_dir(task: str) -> Path:
     """The folder of a ``shards:<dir>`` task (``~`` expanded), checked to hold a manifest; a remote location
     (``https://``, ``s3://``, ``gs://``) is returned as given and checked when its manifest is read."""
-    from lvmmed.data.remote import is_remote
-
     text = str(task)[len(PREFIX) :]
     if is_remote(text):
         return text  # type: ignore[return-value]

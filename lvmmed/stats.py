@@ -28,6 +28,11 @@ from itertools import product
 import numpy as np
 from scipy import stats as sps
 
+PAIRED_TESTS = ("ttest", "wilcoxon", "permutation")
+"""The ``method`` names :func:`paired_test` (and :func:`paired`) accept."""
+CI_METHODS = ("t", "bootstrap")
+"""The ``ci_method`` names :func:`summarize` accepts."""
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """(mean, sample std) ignoring NaNs; std is 0 for a single value, both NaN for none."""

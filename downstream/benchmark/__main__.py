@@ -15,6 +15,7 @@ from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import expand
 from downstream.benchmark.report import write_report
 from lvmmed.config import parse_args
+from lvmmed.errors import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +37,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lvmmed.errors import run_cli
-
     raise SystemExit(run_cli(main, prog="python -m downstream.benchmark"))

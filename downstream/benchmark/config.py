@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CI_METHODS = ("t", "bootstrap")
-PAIRED_TESTS = ("ttest", "wilcoxon", "permutation")
+from lvmmed.config import check_choice
+from lvmmed.stats import CI_METHODS, PAIRED_TESTS
 
 
 @dataclass
@@ -153,8 +153,8 @@ class BenchmarkConfig:
         workers: Parallel worker processes (1: run cells in this process).
         threads_per_worker: torch intra-op threads per worker (0: cpu_count // workers, at least 1).
         retry_failed: Re-run cells recorded as failed when resuming.
-        ci_method: ``t`` or ``bootstrap`` (CI of the mean over seeds).
-        paired_test: ``ttest``, ``wilcoxon`` or ``permutation`` (downstream.stats.paired_test).
+        ci_method: ``t`` or ``bootstrap`` (CI of the mean over seeds, :func:`lvmmed.stats.summarize`).
+        paired_test: ``ttest``, ``wilcoxon`` or ``permutation`` (:func:`lvmmed.stats.paired_test`).
         alpha: Significance level of the paired tests.
         bootstrap_samples: Resamples for ``ci_method=bootstrap``.
         cell_timeout_s: A cell running longer is recorded as failed (0: no limit; enforced with workers > 1).
@@ -185,10 +185,8 @@ class BenchmarkConfig:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if self.ci_method not in CI_METHODS:
-            raise ValueError(f"ci_method must be one of {CI_METHODS}, got {self.ci_method!r}")
-        if self.paired_test not in PAIRED_TESTS:
-            raise ValueError(f"paired_test must be one of {PAIRED_TESTS}, got {self.paired_test!r}")
+        check_choice(self.ci_method, CI_METHODS, "ci_method")
+        check_choice(self.paired_test, PAIRED_TESTS, "paired_test")
         if not self.tasks or not self.methods or not self.weights or not self.seeds:
             raise ValueError("tasks, methods, weights and seeds must each have at least one entry")
         if len(set(self.seeds)) != len(self.seeds):

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from downstream.benchmark.config import BenchmarkConfig, WeightSpec
-from downstream.registry import is_segmentation
+from downstream.registry import is_segmentation, resolve_key
+from lvmmed.weight_sources import WeightsNotFoundError, resolve_source
 
 __all__ = ["Cell", "SkippedSource", "expand", "is_segmentation", "source_available"]
 
@@ -123,8 +124,6 @@ def seed_source(source: str, seed: int) -> str:
 def source_available(spec: WeightSpec, base_dir: Path | None = None, seeds: tuple[int, ...] = ()) -> str | None:
     """Returns None when the weight source can be used (for every seed of ``seeds`` if it holds ``{seed}``), else the
     reason it cannot."""
-    from lvmmed.weights import WeightsNotFoundError, resolve_source
-
     if spec.source in ("random", "none", ""):
         return None
     if "{seed}" in spec.source:
@@ -153,8 +152,6 @@ def expand(cfg: BenchmarkConfig, base_dir: Path | None = None) -> tuple[list[Cel
     Raises:
         ValueError: An unknown method key (checked before any cell runs or any directory is written).
     """
-    from downstream.registry import resolve_key
-
     for key in [m.key for m in cfg.methods] + [s.method for s in cfg.scaling]:
         try:
             resolve_key(key)

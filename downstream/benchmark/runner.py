@@ -8,8 +8,10 @@ of the matrix continues; ``retry_failed`` decides whether a resume tries it agai
 
 Cells run in this process (``workers=1``) or in a ``ProcessPoolExecutor`` with the ``spawn`` start method (safe
 with torch threads) and ``threads_per_worker`` intra-op threads each, so 2 workers × 1 thread on a 2-core machine.
-Each cell calls ``downstream.run.run_experiment`` on a ``DownstreamConfig`` built from the benchmark's base YAML,
-its overrides and the cell's own keys (:func:`cell_overrides`).
+Each cell runs one seed of the downstream pipeline: the config class and run function of the cell's task family
+(:data:`downstream.pipeline.CONFIGS` / :data:`~downstream.pipeline.RUNNERS`, e.g. ``DownstreamConfig`` +
+``downstream.run.run_experiment``) on a config built from the benchmark's base YAML, its overrides and the cell's
+own keys (:func:`cell_overrides`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from typing import Any
 
 from downstream.benchmark.config import BenchmarkConfig
 from downstream.benchmark.matrix import Cell
+from downstream.pipeline import CONFIGS, RUNNERS
 from downstream.registry import is_segmentation
+from lvmmed.config import load_config
 
 CELLS_DIR = "cells"
 Progress = Callable[[str], None]
@@ -108,23 +112,17 @@ def cell_overrides(cell: Cell, run_dir: Path) -> list[str]:
 
 
 def _default_run_fn(base_config: str, overrides: list[str]) -> dict:
-    """Builds the run config and runs one experiment (imports are lazy: workers import torch once).
+    """Builds the run config and runs one experiment, through the pipeline's task-family tables.
 
-    Classification cells: ``DownstreamConfig`` + ``downstream.run.run_experiment``; segmentation cells:
-    ``SegmentationConfig`` + ``downstream.segmentation.run_segmentation``.
+    The family is ``segmentation`` when :func:`downstream.registry.is_segmentation` says so for the cell's method
+    and task, else ``classification``; :data:`downstream.pipeline.CONFIGS` gives its config class
+    (``DownstreamConfig`` / ``SegmentationConfig``) and :data:`downstream.pipeline.RUNNERS` its run function
+    (``run_experiment`` / ``run_segmentation``). Both are lazy registry entries, so MONAI loads only in a process
+    that runs a segmentation cell.
     """
-    from lvmmed.config import load_config
-
     keys = dict(o.split("=", 1) for o in overrides)
-    if is_segmentation(keys.get("method", ""), keys.get("task", "")):
-        from downstream.segmentation.config import SegmentationConfig
-        from downstream.segmentation.run import run_segmentation
-
-        return run_segmentation(load_config(SegmentationConfig, resolve_path(base_config), overrides))
-    from downstream.config import DownstreamConfig
-    from downstream.run import run_experiment
-
-    return run_experiment(load_config(DownstreamConfig, resolve_path(base_config), overrides))
+    family = "segmentation" if is_segmentation(keys.get("method", ""), keys.get("task", "")) else "classification"
+    return RUNNERS.get(family)(load_config(CONFIGS.get(family), resolve_path(base_config), overrides))
 
 
 def resolve_path(path: str) -> Path | None:

@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from downstream.contract import HeadMethod, make_head
+from downstream.inputs import input_spec, weight_settings
 from downstream.methods.adapter import Bottleneck, block_widths, hidden_layout, pool_hidden
+from lvmmed import create_backbone
 
 
 def _expand(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -44,8 +46,6 @@ def _expand(g: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def build_general_backbone(cfg: Any) -> nn.Module:
     """The general stream from ``cfg.gmoe`` (architecture defaults to the medical one)."""
-    from lvmmed import create_backbone
-
     name = cfg.gmoe.general_backbone or cfg.backbone
     weights = cfg.gmoe.general_weights
     return create_backbone(
@@ -151,8 +151,6 @@ def load_balance_loss(gate_probs: torch.Tensor) -> torch.Tensor:
 
 def _renormaliser(cfg: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(scale, shift) mapping medical-stream inputs to the general weights' normalisation, or None if equal."""
-    from downstream.inputs import input_spec, weight_settings
-
     general = weight_settings(cfg.gmoe.general_weights)
     if general is None or general.mean is None:
         return None

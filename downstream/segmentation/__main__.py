@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from downstream.__main__ import main as downstream_main
+from lvmmed.errors import run_cli
 
 PROG = "python -m downstream.segmentation"
 
@@ -21,6 +22,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lvmmed.errors import run_cli
-
     raise SystemExit(run_cli(main, prog=PROG))

@@ -19,7 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from downstream.runtime import resolve_device
 from downstream.segmentation.config import SegmentationConfig
+from downstream.segmentation.loop import predict_masks
+from downstream.segmentation.run import run_single
+from downstream.segmentation.tasks import load_split
 from lvmmed.config import load_config
 
 _COLOURS = np.array([[0, 0, 0], [0.2, 0.6, 1.0], [1.0, 0.55, 0.1], [0.95, 0.95, 0.3]])
@@ -86,11 +90,6 @@ def tissue_demo(
     Returns:
         ``{"runs": {name: {"metrics", "ci95", "train_seconds", "time_per_epoch_s"}}, "overlay", "summary_file"}``.
     """
-    from downstream.runtime import resolve_device
-    from downstream.segmentation.loop import predict_masks
-    from downstream.segmentation.run import run_single
-    from downstream.segmentation.tasks import load_split
-
     out = Path(out_dir)
     variants = {"random": "random"}
     if pretrained:

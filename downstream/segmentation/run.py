@@ -22,8 +22,10 @@ import torch
 from downstream.inputs import apply_weight_settings, check_cpu_cost
 from downstream.registry import build_method
 from downstream.runtime import build_backbone, machine_info, recorded_run, resolve_device, seed_everything
+from downstream.segmentation.centers import run_new_center
 from downstream.segmentation.config import SegmentationConfig
 from downstream.segmentation.loop import evaluate_segmentation, fit, predict_masks
+from downstream.segmentation.mask_guided import MaskGuidedClassifier, sam2_masks
 from downstream.segmentation.tasks import (
     SliceData,
     get_task,
@@ -32,6 +34,7 @@ from downstream.segmentation.tasks import (
     split_slices,
     subsample_subjects,
 )
+from lvmmed.config import load_config
 
 
 def _prep(cfg: SegmentationConfig):
@@ -93,8 +96,6 @@ def reevaluate(directory: str | Path) -> dict[str, Any]:
     """
     from safetensors.torch import load_file
 
-    from lvmmed.config import load_config
-
     directory = Path(directory)
     cfg = load_config(SegmentationConfig, directory / "config.yaml")
     if cfg.protocol != "single" or cfg.method == "mask-guided":
@@ -137,8 +138,6 @@ def provide_masks(cfg: SegmentationConfig, train: SliceData, others: list[SliceD
     if mg.mask_source == "gt":
         return {"masks": [_roi(d.masks, mg.foreground) for d in [train, *others]], "info": {"source": "gt"}}
     if mg.mask_source == "sam2":
-        from downstream.segmentation.mask_guided import sam2_masks
-
         return {"masks": [sam2_masks(d.images, cfg) for d in [train, *others]], "info": {"source": "sam2"}}
     seg_cfg = dataclasses.replace(cfg, method="seg-unet")
     torch.manual_seed(cfg.seed)
@@ -151,8 +150,6 @@ def provide_masks(cfg: SegmentationConfig, train: SliceData, others: list[SliceD
 
 def run_mask_guided(cfg: SegmentationConfig, device: torch.device, out_dir: Path) -> dict[str, Any]:
     """Mask-guided vs unmasked classification at every ``mask_guided.fractions`` (same seed, split, masks)."""
-    from downstream.segmentation.mask_guided import MaskGuidedClassifier
-
     task = get_task(cfg.task)
     if not task.label_field:
         raise ValueError(f"task {cfg.task!r} has no image-level label; mask-guided needs e.g. mask_guided_tissue")
@@ -228,8 +225,6 @@ def _run(cfg: SegmentationConfig, out_dir: Path) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     if cfg.protocol == "new_center":
-        from downstream.segmentation.centers import run_new_center
-
         return run_new_center(cfg, lambda: build_backbone(cfg), device, out_dir)
     if cfg.method == "mask-guided":
         return run_mask_guided(cfg, device, out_dir)

@@ -27,6 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from downstream import splits as splits_mod
+from downstream.inputs import input_spec
+from downstream.shard_tasks import is_shard_task, shard_dir
+from lvmmed.data import samples as bundled
+from lvmmed.data.readers import read_dicom_seg
 from lvmmed.data.remote import is_remote
 from lvmmed.data.shards import ShardFormatError, load_arrays, load_manifest
 
@@ -75,8 +80,6 @@ TASKS: dict[str, SegTask] = {
 
 def get_task(name: str) -> SegTask:
     """A bundled task, or ``shards:<dir>`` (any shard set with ``mask.npy``; class names from ``mask_labels``)."""
-    from downstream.shard_tasks import is_shard_task, shard_dir
-
     if is_shard_task(name):
         return SegTask(name, str(shard_dir(name)), description="shard set")
     if name not in TASKS:
@@ -151,11 +154,8 @@ def shard_root(task: SegTask, data_root: str | Path) -> Path:
     if (root / "manifest.json").is_file():
         return root
     hint = ""
-    if task.requires:
-        from lvmmed.data import samples
-
-        if not samples.source_available(task.requires):
-            hint = f" Its source '{task.requires}' is not installed: {samples.SOURCES[task.requires].install}."
+    if task.requires and not bundled.source_available(task.requires):
+        hint = f" Its source '{task.requires}' is not installed: {bundled.SOURCES[task.requires].install}."
     raise TaskUnavailable(
         f"Task {task.name!r} needs the shard set {root} (no manifest.json).{hint} Convert the bundled data with "
         "data_prep first (see docs/data_prep.md), or point data_root=<dir> at the shard sets."
@@ -249,8 +249,6 @@ def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 def normalise_for(x: torch.Tensor, cfg) -> torch.Tensor:
     """[0, 1] images to the run's input spec (:func:`downstream.inputs.input_spec`: the weights' per-channel
     statistics, or ``norm_mean``/``norm_std``)."""
-    from downstream.inputs import input_spec
-
     spec = input_spec(cfg)
     mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -261,8 +259,6 @@ def normalise_for(x: torch.Tensor, cfg) -> torch.Tensor:
 
 def split_slices(data: SliceData, mode: str, seed: int, val_frac: float, test_frac: float) -> dict[str, SliceData]:
     """Train/val/test of all slices of a set by ``official`` split or a fresh subject-grouped split (``group``)."""
-    from downstream import splits as splits_mod
-
     groups = np.asarray(data.subjects)
     strata = np.zeros(len(data), dtype=np.int64)
     if mode == "official":
@@ -285,9 +281,6 @@ def dicom_seg_check(sample: str = "seg_liver_1frame") -> dict:
     """
     import pydicom
     from scipy import ndimage
-
-    from lvmmed.data import samples as bundled
-    from lvmmed.data.readers import read_dicom_seg
 
     path = bundled.path(sample)
     record = read_dicom_seg(path)
