@@ -40,7 +40,7 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from bench._common import BenchRun
-from data_prep.bundled import build_bundled
+from bench._shards import bundled_shards
 from lvmmed.config import load_config
 from lvmmed.probes import knn_accuracy, linear_probe_accuracy, pooled_features
 from pretrain.__main__ import main as train
@@ -54,16 +54,6 @@ PRESET = REPO / "configs/pretrain/tiny_cpu.yaml"
 FULL = {"max_steps": 100, "eval_every": 10}
 QUICK = {"max_steps": 6, "eval_every": 3}
 TARGET = 0.10
-
-
-def _shards(arg: str | None, tmp: Path) -> Path:
-    if arg:
-        return Path(arg)
-    if (REPO / "runs" / "shards" / "mni152").is_dir():
-        return REPO / "runs" / "shards"
-
-    build_bundled(tmp / "shards", profile="tiny", workers=1)
-    return tmp / "shards"
 
 
 def _overrides(shards: Path) -> list[str]:
@@ -148,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     run = BenchRun("monitor", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        shards = _shards(args.shards, tmp)
+        shards = bundled_shards(args.shards, tmp, present="mni152")
         parts = breakdown(shards)
         training = training_run(shards, setup, tmp)
     every = training["default_eval_every"]

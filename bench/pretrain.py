@@ -44,7 +44,7 @@ from lightly.transforms import SimCLRTransform
 from PIL import Image
 
 from bench._common import BenchRun
-from data_prep.bundled import build_bundled
+from bench._shards import bundled_shards
 from lvmmed.data.pipeline import DataConfig, resolve_shard_sets
 from lvmmed.data.shards import iter_samples
 from lvmmed.models import create_backbone
@@ -56,16 +56,6 @@ BACKBONE = "resnet18"
 # (size, batch, timed steps, warm-up steps): the full mode backs the targets; quick is a smoke run (< 1 min).
 FULL = {"size": 96, "batch": 64, "steps": 20, "warmup": 3}
 QUICK = {"size": 64, "batch": 16, "steps": 3, "warmup": 1}
-
-
-def _shards(arg: str | None, tmp: Path) -> Path:
-    if arg:
-        return Path(arg)
-    if (REPO / "runs" / "shards").is_dir():
-        return REPO / "runs" / "shards"
-
-    build_bundled(tmp / "shards", profile="tiny", workers=1)
-    return tmp / "shards"
 
 
 def full_loop(shards: Path, loss: str, setup: dict, workers: int, tmp: Path) -> dict:
@@ -197,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     run = BenchRun("pretrain", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        shards = _shards(args.shards, tmp)
+        shards = bundled_shards(args.shards, tmp)
         results = measure(shards, setup, args.workers, tmp)
     rate = {k: v["images_per_s"] for k, v in results.items()}
     ratios = {

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bench._common import BenchRun
-from data_prep.bundled import build_bundled
+from bench._shards import bundled_shards
 from downstream.registry import build_method
 from downstream.segmentation.config import SegmentationConfig
 from downstream.segmentation.loop import evaluate_segmentation, fit
@@ -54,16 +54,6 @@ CASES = {
 }
 QUICK = ("unet_r18_finetune", "unet_r18_frozen", "prompt_deep_vit", "mask_guided_r18")
 BASELINE = "unet_r18_finetune"
-
-
-def _shards(arg: str | None, tmp: Path) -> Path:
-    if arg:
-        return Path(arg)
-    if (REPO / "runs" / "shards" / "mni152" / "manifest.json").is_file():
-        return REPO / "runs" / "shards"
-
-    build_bundled(tmp / "shards", profile="tiny", workers=1, names=["mni152"])
-    return tmp / "shards"
 
 
 def run_case(name: str, shards: Path, epochs: int, evaluate: bool) -> dict:
@@ -121,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     names = QUICK if args.quick else tuple(CASES)
     run = BenchRun("segmentation", quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
-        shards = _shards(args.shards, Path(tmp))
+        shards = bundled_shards(args.shards, Path(tmp), present="mni152/manifest.json", names=["mni152"])
         t0 = time.perf_counter()
         cases = {name: run_case(name, shards, epochs, evaluate=not args.quick) for name in names}
         total = time.perf_counter() - t0
