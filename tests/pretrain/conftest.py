@@ -54,3 +54,23 @@ def run_pretrain(monkeypatch):
             GradientState._reset_state()
 
     return run
+
+
+@pytest.fixture
+def crash_after_checkpoint(monkeypatch):
+    """``crash_after_checkpoint(step)``: the next run raises ``KeyboardInterrupt`` right after writing the
+    checkpoint of ``step`` (a simulated preemption); ``crash_after_checkpoint(None)`` restores normal saving."""
+    from pretrain import checkpoint as ckpt
+
+    real_save = ckpt.save_checkpoint
+
+    def arm(step: int | None) -> None:
+        def save_then_crash(accelerator, output_dir, saved_step, *a, **kw):
+            path = real_save(accelerator, output_dir, saved_step, *a, **kw)
+            if saved_step == step:
+                raise KeyboardInterrupt(f"simulated preemption after the step-{step} checkpoint")
+            return path
+
+        monkeypatch.setattr("pretrain.__main__.save_checkpoint", real_save if step is None else save_then_crash)
+
+    return arm

@@ -103,7 +103,7 @@ def test_image_labels_and_channels_follow_the_pipeline(bundled_shards):
 
 @pytest.mark.parametrize("backbone", [[], ["model.backbone=resnet18", "augment.size=64"]], ids=["vit", "resnet"])
 def test_monitor_changes_nothing_in_training_and_resumes_exactly(tmp_path, mni, run_pretrain, tiny_overrides,
-                                                                 monkeypatch, backbone):  # fmt: skip
+                                                                 crash_after_checkpoint, backbone):  # fmt: skip
     """Monitor off == monitor on at every step (probe too) == monitor on with a crash and resume: same losses, same
     weights bit for bit. The resumed run keeps its step-2 row and does not evaluate step 2 again. Perturbed
     black-box gradients draw Gumbel noise from torch's global generator at every step, so a monitor that moved that
@@ -117,18 +117,10 @@ def test_monitor_changes_nothing_in_training_and_resumes_exactly(tmp_path, mni, 
     run_pretrain(tiny_overrides(off, mni, *args))
     run_pretrain(tiny_overrides(on, mni, *args, *monitor))
 
-    real_save = ckpt.save_checkpoint
-
-    def save_then_crash(accelerator, output_dir, step, *a, **kw):
-        path = real_save(accelerator, output_dir, step, *a, **kw)
-        if step == 2:
-            raise KeyboardInterrupt("simulated preemption after the step-2 checkpoint")
-        return path
-
-    monkeypatch.setattr("pretrain.__main__.save_checkpoint", save_then_crash)
+    crash_after_checkpoint(2)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(tiny_overrides(resumed, mni, *args, *monitor))
-    monkeypatch.setattr("pretrain.__main__.save_checkpoint", real_save)
+    crash_after_checkpoint(None)
     run_pretrain(tiny_overrides(resumed, mni, *args, *monitor))
 
     off_rows, on_rows, resumed_rows = _rows(off), _rows(on), _rows(resumed)

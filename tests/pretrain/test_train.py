@@ -47,26 +47,18 @@ def test_few_steps_give_finite_loss_and_logs(tmp_path, mni, run_pretrain, tiny_o
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_is_exact(tmp_path, mni, run_pretrain, monkeypatch, workers, tiny_overrides):
+def test_resume_is_exact(tmp_path, mni, run_pretrain, crash_after_checkpoint, workers, tiny_overrides):
     """N steps straight == k steps, a crash, and resume to N: identical losses and parameters."""
     args = ["max_steps=4", "checkpoint_every=2", f"data.num_workers={workers}"]
     straight = tmp_path / "straight"
     run_pretrain(tiny_overrides(straight, mni, *args))
 
     resumed = tmp_path / "resumed"
-    real_save = ckpt.save_checkpoint
-
-    def save_then_crash(accelerator, output_dir, step, *a, **kw):
-        path = real_save(accelerator, output_dir, step, *a, **kw)
-        if step == 2:
-            raise KeyboardInterrupt("simulated preemption after the step-2 checkpoint")
-        return path
-
-    monkeypatch.setattr("pretrain.__main__.save_checkpoint", save_then_crash)
+    crash_after_checkpoint(2)
     with pytest.raises(KeyboardInterrupt):
         run_pretrain(tiny_overrides(resumed, mni, *args))
     assert ckpt.find_latest(resumed).name == "checkpoint_00000002"
-    monkeypatch.setattr("pretrain.__main__.save_checkpoint", real_save)
+    crash_after_checkpoint(None)
     result = run_pretrain(tiny_overrides(resumed, mni, *args))
     assert result["step"] == 4
 
